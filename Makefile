@@ -1,0 +1,65 @@
+# dplab: two commands do everything from a fresh clone.
+#   make test   creates .venv if missing, installs, runs the whole test suite
+#   make book   creates .venv if missing, installs, executes every chapter (book profile)
+#               and builds the HTML book into _build/html
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Strict Sphinx: warnings are errors, nitpicky references, report all problems at once.
+JB_FLAGS ?= -W -n --keep-going
+PYTEST_ARGS ?=
+
+.PHONY: venv test book lab vendor clean clean-cache
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+test: $(STAMP)
+	MPLBACKEND=agg $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The jupyter cache keys on notebook code only; a change in dplab/ must re-execute the book.
+_build/.dplab-hash: FORCE
+	@mkdir -p _build
+	@new=$$(find dplab -name '*.py' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); \
+	 old=$$(cat $@ 2>/dev/null); \
+	 if [ "$$new" != "$$old" ]; then \
+	   echo "dplab changed: dropping the execution cache"; rm -rf _build/.jupyter_cache; \
+	   echo "$$new" > $@; fi
+
+book: $(STAMP) _build/.dplab-hash
+	MPLBACKEND=agg $(BIN)/jupyter-book build . $(JB_FLAGS)
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab book/
+
+# Refresh the vendored JavaScript from the npm registry (versions in book/_vendor/VERSIONS.md).
+MATHJAX_VERSION      := 3.2.2
+REQUIREJS_VERSION    := 2.3.8
+HTML_MANAGER_VERSION := 1.0.15
+vendor:
+	rm -rf _build/npm && mkdir -p _build/npm
+	cd _build/npm && npm pack --silent mathjax@$(MATHJAX_VERSION) requirejs@$(REQUIREJS_VERSION) \
+	  @jupyter-widgets/html-manager@$(HTML_MANAGER_VERSION) >/dev/null
+	cd _build/npm && for f in *.tgz; do mkdir -p $${f%.tgz} && tar xzf $$f -C $${f%.tgz}; done
+	mkdir -p book/_vendor/mathjax book/_vendor/requirejs book/_vendor/html-manager
+	cp _build/npm/mathjax-*/package/es5/tex-svg-full.js _build/npm/mathjax-*/package/LICENSE book/_vendor/mathjax/
+	cp _build/npm/requirejs-*/package/require.js book/_vendor/requirejs/
+	cp _build/npm/jupyter-widgets-html-manager-*/package/dist/embed-amd.js \
+	   _build/npm/jupyter-widgets-html-manager-*/package/dist/*.woff* \
+	   _build/npm/jupyter-widgets-html-manager-*/package/dist/embed.js.LICENSE.txt book/_vendor/html-manager/
+
+clean-cache:
+	rm -rf _build/.jupyter_cache _build/.dplab-hash
+
+clean:
+	rm -rf _build
+
+FORCE:

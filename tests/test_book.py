@@ -1,0 +1,145 @@
+"""The book builds strictly from the test-profile notebooks and renders offline in a browser.
+
+The build copies the book sources into a temporary folder, swaps every notebook for its
+executed test-profile copy (from the session's notebook runs) and builds with execution off
+and the strict flags (-W -n --keep-going). The browser test serves the HTML on 127.0.0.1,
+opens pages in headless Chromium with every other host unreachable, and checks that math is
+typeset by the vendored MathJax and widgets are drawn by the vendored widget manager.
+Screenshots land in _build/screenshots/ as build artefacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, toc_documents
+
+JB = Path(sys.executable).with_name("jupyter-book")
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory, notebook_runner) -> Path:
+    src = tmp_path_factory.mktemp("book_src")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "book", src / "book", ignore=shutil.ignore_patterns("outputs", ".ipynb_checkpoints"))
+    for doc in toc_documents():
+        if doc.suffix == ".ipynb":
+            run = notebook_runner.run(doc)
+            if run.error is not None:
+                pytest.fail(f"{doc.name} failed under papermill; the book cannot build:\n{run.error}")
+            _copy_without_injected_parameters(run.executed, src / doc.relative_to(ROOT))
+    config = yaml.safe_load((src / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))  # order matters: require.js first
+    proc = subprocess.run(
+        [str(JB), "build", str(src), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, timeout=900,
+    )
+    log = proc.stdout + proc.stderr
+    problems = [l for l in log.splitlines() if re.search(r"WARNING|ERROR", l) and "IPKernelApp" not in l]
+    assert proc.returncode == 0 and not problems, "strict book build failed:\n" + "\n".join(problems or log.splitlines()[-40:])
+    return src / "_build" / "html"
+
+
+def _copy_without_injected_parameters(executed: Path, target: Path) -> None:
+    """Copy an executed notebook, hiding papermill's injected-parameters cell in the HTML."""
+    nb = json.loads(executed.read_text())
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    target.write_text(json.dumps(nb))
+
+
+def _pages(html: Path) -> list[Path]:
+    return [html / doc.relative_to(ROOT).with_suffix(".html") for doc in toc_documents()]
+
+
+def test_book_builds_every_page(built_book):
+    assert (built_book / "index.html").is_file()
+    for page in _pages(built_book):
+        assert page.is_file(), f"{page} was not built"
+
+
+def test_no_script_or_style_comes_from_the_network(built_book):
+    for page in _pages(built_book):
+        text = page.read_text()
+        remote = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', text)
+        remote = [u for u in remote if u.endswith((".js", ".css")) or "js?" in u]
+        assert not remote, f"{page.name} loads {remote} from the network"
+    for vendored in ("mathjax/tex-svg-full.js", "requirejs/require.js", "html-manager/embed-amd.js"):
+        assert (built_book / "_static" / vendored).is_file(), f"{vendored} missing from _static"
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def served_book(built_book):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _render(url: str, tmp: Path, screenshot: Path | None = None) -> tuple[str, str]:
+    browser = _chromium()
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp}", "--enable-logging=stderr", "--v=0",
+        # Networking off: every host but the local server resolves to nothing.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=20000", "--window-size=1280,1600",
+    ]
+    proc = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([browser, *flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    return proc.stdout, proc.stderr
+
+
+def _console_errors(stderr: str) -> list[str]:
+    lines = [l for l in stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
+    return [l for l in lines if re.search(r"error|uncaught|failed", l, re.I)]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium); .ci/run installs it")
+def test_pages_render_math_and_widgets_offline(served_book, built_book, tmp_path):
+    for page in _pages(built_book):
+        rel = page.relative_to(built_book).as_posix()
+        text = page.read_text()
+        shot = SCREENSHOTS / f"{page.stem}.png"
+        dom, stderr = _render(f"{served_book}/{rel}", tmp_path / page.stem, shot)
+        assert dom.strip(), f"{rel}: the browser returned no DOM"
+        if 'class="math' in text:
+            assert "<mjx-container" in dom and "<svg" in dom, f"{rel}: math was not typeset by MathJax"
+            assert '<g data-mml-node="merror"' not in dom, f"{rel}: MathJax reported a TeX error"
+        if "application/vnd.jupyter.widget-view+json" in text:
+            assert re.search(r'class="[^"]*(widget-|lm-Widget)', dom), f"{rel}: widgets were not rendered"
+        errors = _console_errors(stderr)
+        assert not errors, f"{rel}: console errors:\n" + "\n".join(errors)
+        imgs = re.findall(r'<img[^>]+src="([^"]+)"', text)
+        for src in imgs:
+            if not src.startswith(("http", "data:")):
+                assert (page.parent / src.split("?")[0]).resolve().is_file(), f"{rel}: image {src} missing"

@@ -1,0 +1,64 @@
+"""dplab.notebook: profiles, seeding and the atomic metrics record chapters rely on."""
+
+import json
+
+import pytest
+import torch
+
+from dplab.notebook import Chapter, resolve_device, write_json_atomic
+
+
+def test_profile_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="profile"):
+        Chapter("x", profile="quick", output_dir=tmp_path)
+
+
+def test_pick_follows_the_profile(tmp_path):
+    for profile, expected in (("test", 1), ("book", 2), ("full", 3)):
+        ch = Chapter("x", profile=profile, output_dir=tmp_path)
+        assert ch.pick(test=1, book=2, full=3) == expected
+
+
+def test_same_seed_same_bytes(tmp_path):
+    a = Chapter("x", profile="test", output_dir=tmp_path, seed=7)
+    first = torch.rand(5, generator=a.generator), torch.rand(5)
+    b = Chapter("x", profile="test", output_dir=tmp_path, seed=7)
+    second = torch.rand(5, generator=b.generator), torch.rand(5)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_metrics_are_written_as_plain_json(tmp_path):
+    ch = Chapter("demo", profile="test", output_dir=tmp_path / "out")
+    ch.record("psnr", torch.tensor(31.5), glue=False)
+    ch.record("curve", torch.arange(3.0), glue=False)
+    payload = json.loads(ch.finish().read_text())
+    assert payload["metrics"] == {"psnr": 31.5, "curve": [0.0, 1.0, 2.0]}
+    assert payload["chapter"] == "demo" and payload["profile"] == "test"
+    assert not list((tmp_path / "out").glob(".*tmp")), "no temporary file may be left behind"
+
+
+def test_nan_metrics_and_bad_keys_are_refused(tmp_path):
+    ch = Chapter("demo", profile="test", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="nan"):
+        ch.record("bad", float("nan"), glue=False)
+    with pytest.raises(ValueError, match="key"):
+        ch.record("not an id", 1.0, glue=False)
+
+
+def test_atomic_write_keeps_the_old_file_when_serialisation_fails(tmp_path):
+    path = write_json_atomic(tmp_path / "m.json", {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_device_resolution():
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu:7")
+    with pytest.raises(TypeError, match="device"):
+        resolve_device(3)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device("cuda")

@@ -1,0 +1,76 @@
+"""Every chapter listed in _toc.yml runs headless in the `test` profile and passes its checks.
+
+Each notebook is executed with papermill (parameters: profile="test", a fresh output_dir,
+data_dir from $DPLAB_DATA), then the chapter's checker ``tests/notebooks/<stem>.py`` asserts on
+the ``metrics.json`` the notebook wrote. A chapter without a checker, or whose metrics.json is
+missing, fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, toc_notebooks
+
+CHECKERS = Path(__file__).resolve().parent / "notebooks"
+
+
+def _load_checker(stem: str):
+    path = CHECKERS / f"{stem}.py"
+    if not path.is_file():
+        pytest.fail(f"chapter {stem!r} has no checker; add {path.relative_to(ROOT)} with check(metrics, output_dir)")
+    spec = importlib.util.spec_from_file_location(f"notebook_checker_{stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_toc_lists_notebooks():
+    assert toc_notebooks(), "_toc.yml lists no notebook"
+
+
+def test_every_checker_has_a_notebook():
+    stems = {p.stem for p in toc_notebooks()}
+    orphans = sorted(p.stem for p in CHECKERS.glob("*.py") if p.stem not in stems)
+    assert not orphans, f"checkers without a notebook in _toc.yml: {orphans}"
+
+
+def test_notebooks_are_committed_without_outputs():
+    for notebook in toc_notebooks():
+        cells = json.loads(notebook.read_text())["cells"]
+        dirty = [i for i, c in enumerate(cells) if c.get("outputs") or c.get("execution_count")]
+        assert not dirty, f"{notebook.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+def test_parameters_cell_holds_the_standard_literals():
+    import ast
+
+    for notebook in toc_notebooks():
+        cells = json.loads(notebook.read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{notebook.name}: needs exactly one cell tagged 'parameters'"
+        tree = ast.parse("".join(tagged[0]["source"]))
+        names = {}
+        for node in tree.body:
+            assert isinstance(node, ast.Assign), f"{notebook.name}: parameters cell holds only assignments"
+            names[node.targets[0].id] = ast.literal_eval(node.value)
+        assert names.get("profile") == "book", f"{notebook.name}: default profile must be 'book'"
+        assert {"profile", "device", "data_dir", "output_dir", "seed"} <= set(names), notebook.name
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", toc_notebooks(), ids=lambda p: p.stem)
+def test_notebook_runs_in_test_profile(notebook: Path, notebook_runner):
+    checker = _load_checker(notebook.stem)
+    run = notebook_runner.run(notebook)
+    if run.error is not None:
+        pytest.fail(f"{notebook.name} failed under papermill (see {run.executed}):\n{run.error}")
+    metrics_path = run.output_dir / "metrics.json"
+    assert metrics_path.is_file(), f"{notebook.name} wrote no metrics.json into its output_dir"
+    payload = json.loads(metrics_path.read_text())
+    assert payload["profile"] == "test"
+    checker.check(payload["metrics"], run.output_dir)
