@@ -34,7 +34,7 @@ _build/.dplab-hash: FORCE
 	   echo "$$new" > $@; fi
 
 book: $(STAMP) _build/.dplab-hash
-	MPLBACKEND=agg $(BIN)/jupyter-book build . $(JB_FLAGS)
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 lab: $(STAMP)

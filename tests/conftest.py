@@ -62,7 +62,9 @@ class NotebookRunner:
         if notebook not in self.runs:
             import papermill
 
-            os.environ["MPLBACKEND"] = "agg"
+            # Headless, but figures must still reach the notebook: the inline backend renders
+            # with Agg and emits PNG outputs, whereas plain "agg" would silently drop them.
+            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             rel = notebook.relative_to(ROOT)
             executed = self.workdir / "executed" / rel
             executed.parent.mkdir(parents=True, exist_ok=True)

@@ -73,4 +73,12 @@ def test_notebook_runs_in_test_profile(notebook: Path, notebook_runner):
     assert metrics_path.is_file(), f"{notebook.name} wrote no metrics.json into its output_dir"
     payload = json.loads(metrics_path.read_text())
     assert payload["profile"] == "test"
+    figures = _count_figures(run.executed)
+    minimum = getattr(checker, "MIN_FIGURES", 0)
+    assert figures >= minimum, f"{notebook.name} showed {figures} figure(s), its checker expects at least {minimum}"
     checker.check(payload["metrics"], run.output_dir)
+
+
+def _count_figures(executed: Path) -> int:
+    cells = json.loads(executed.read_text())["cells"]
+    return sum("image/png" in out.get("data", {}) for c in cells for out in c.get("outputs", []))

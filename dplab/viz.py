@@ -1,0 +1,126 @@
+"""Figure helpers and widgets for the book.
+
+Widgets always come with a static figure beside them: the built HTML has no Python kernel, so
+a slider there cannot recompute anything. :func:`coc_explorer` returns both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import optics, raytrace
+
+__all__ = ["ray_diagram", "plot_coc_curves", "spot_image", "coc_explorer", "show_kernels"]
+
+
+def ray_diagram(ax, *, depth, focal_length=1.0, f_number=1.0, focus_distance=3.0, n_rays=7, half=None):
+    """Draw a thin-lens ray diagram: rays from an on-axis point at ``depth`` to the sensor.
+
+    Lengths are in one arbitrary unit; the lens sits at z = 0 and light travels towards +z.
+    Rays through the x < 0 half of the aperture are drawn in blue, the x > 0 half in orange;
+    ``half`` ("neg" or "pos") draws only one half, as one photodiode of a dual pixel sees it.
+    Returns the signed spot radius from the ray geometry.
+    """
+    q = focal_length / f_number
+    sensor = optics.sensor_distance(focal_length, focus_distance)
+    image = focal_length * depth / (depth - focal_length)
+    xs = np.linspace(-1, 1, n_rays)
+    if half == "neg":
+        xs = xs[xs <= 0]
+    elif half == "pos":
+        xs = xs[xs >= 0]
+    points = torch.tensor(np.stack([xs, np.zeros_like(xs)], 1))
+    hits = raytrace.trace_to_sensor(points, depth, focal_length, f_number, focus_distance)[:, 0].numpy()
+    for x, hit in zip(xs, hits):
+        colour = "tab:blue" if x < 0 else "tab:orange" if x > 0 else "0.4"
+        a = x * q / 2
+        ax.plot([-depth, 0], [0, a], color=colour, lw=0.8)
+        z_end = max(sensor, image) * 1.08
+        slope = (hit - a) / sensor
+        ax.plot([0, z_end], [a, a + slope * z_end], color=colour, lw=0.8, alpha=0.35)
+        ax.plot([0, sensor], [a, hit], color=colour, lw=1.2)
+    ax.plot([0, 0], [-q * 0.75, q * 0.75], color="k", lw=2)
+    ax.annotate("", xy=(0, q * 0.8), xytext=(0, q * 0.6), arrowprops=dict(arrowstyle="<->", lw=0.6))
+    ax.axvline(sensor, color="0.3", lw=2)
+    ax.axvline(-focus_distance, color="0.6", ls=":", lw=1)
+    ax.plot([-depth], [0], "ko", ms=4)
+    ax.plot([image], [0], "x", color="crimson", ms=6)
+    ax.text(-focus_distance, q * 0.68, "focal plane", ha="center", fontsize=8, color="0.4")
+    ax.text(sensor, q * 0.68, "sensor", ha="center", fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlabel("z (lens at 0)")
+    return raytrace.spot_radius(depth, focal_length, f_number, focus_distance)
+
+
+def plot_coc_curves(ax, cameras, depths_m, *, labels=None, generator=False):
+    """Signed CoC radius in pixels against depth for each :class:`dplab.optics.Camera`.
+
+    With ``generator=True`` the RDPD generator's rounded and clipped mapping is drawn dashed
+    beside each curve (the cameras must then be :data:`dplab.optics.RDPD_CAMERA_SETS`).
+    """
+    depths = torch.as_tensor(depths_m, dtype=torch.float64)
+    for i, cam in enumerate(cameras):
+        label = labels[i] if labels else f"f={cam.focal_length_mm:g} mm, N={cam.f_number:g}, s={cam.focus_distance_m:g} m"
+        (line,) = ax.plot(depths, cam.coc_px(depths), label=label)
+        if generator:
+            ax.plot(depths, optics.rdpd_generator_coc_px(depths, i), ls="--", lw=0.8, color=line.get_color())
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("depth (m)")
+    ax.set_ylabel("signed CoC radius (px)")
+
+
+def spot_image(hits: torch.Tensor, extent: float, bins: int = 41) -> np.ndarray:
+    """2-D histogram of sensor hits on a ``bins x bins`` grid over ``[-extent, extent]^2``,
+    normalised to sum 1: the PSF that the traced rays paint on the sensor. Rows are y."""
+    h, _, _ = np.histogram2d(
+        hits[:, 1].numpy(), hits[:, 0].numpy(), bins=bins, range=[[-extent, extent], [-extent, extent]]
+    )
+    return h / max(h.sum(), 1)
+
+
+def show_kernels(axes, kernels, titles=None, cmap="magma"):
+    """Show a row of 2-D kernels (tensors or arrays) without ticks."""
+    for i, (ax, k) in enumerate(zip(np.ravel(axes), kernels)):
+        k = k.detach().cpu().numpy() if isinstance(k, torch.Tensor) else np.asarray(k)
+        ax.imshow(k, cmap=cmap, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
+
+
+def coc_explorer(depths_m=None, *, pixel_pitch_um=1.4, focal_length_mm=4.4, f_number=1.7, focus_distance_m=1.0):
+    """An ipywidgets explorer of the CoC-vs-depth curve (focal length, f-number, focus distance).
+
+    Defaults are a Pixel-4-like phone camera. Returns the widget; the caller shows a static
+    figure beside it for readers of the HTML, where no kernel runs.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    depths = np.geomspace(0.1, 20, 300) if depths_m is None else np.asarray(depths_m)
+    f = widgets.FloatSlider(value=focal_length_mm, min=2, max=100, step=0.5, description="f (mm)")
+    n = widgets.FloatSlider(value=f_number, min=1.0, max=22, step=0.1, description="N")
+    s = widgets.FloatSlider(value=focus_distance_m, min=0.2, max=10, step=0.1, description="focus (m)")
+    out = widgets.Output()
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(6, 3))
+            if s.value * 1000 <= f.value:
+                ax.text(0.5, 0.5, "focus distance must exceed the focal length", ha="center", transform=ax.transAxes)
+            else:
+                cam = optics.Camera(f.value, n.value, s.value, pixel_pitch_um)
+                ax.semilogx(depths, cam.coc_px(torch.as_tensor(depths)))
+                ax.axhline(0, color="k", lw=0.5)
+                ax.axvline(s.value, color="0.6", ls=":")
+                ax.set_xlabel("depth (m)")
+                ax.set_ylabel(f"CoC radius (px of {pixel_pitch_um} um)")
+            plt.show()
+
+    for w in (f, n, s):
+        w.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([f, n, s]), out])
