@@ -107,7 +107,7 @@ class Chapter:
         2
         >>> ch.record("answer", 42.0, glue=False)
         42.0
-        >>> sorted(json.loads(ch.finish().read_text())["metrics"])
+        >>> sorted(json.loads(ch.finish(glue=False).read_text())["metrics"])
         ['answer']
     """
 
@@ -169,14 +169,23 @@ class Chapter:
             _glue(key, plain if display is None else display, display=False)
         return plain
 
-    def finish(self) -> Path:
-        """Write ``output_dir/metrics.json`` (atomically) and return its path."""
+    def finish(self, *, glue: bool = True) -> Path:
+        """Write ``output_dir/metrics.json`` (atomically) and return its path.
+
+        Also glues ``run_time`` (e.g. ``"12 s (book profile, cpu)"``) so that a chapter's
+        overview can state its measured run time instead of a typed-in guess.
+        """
+        elapsed = time.perf_counter() - self._started
         payload = {
             "chapter": self.name,
             "profile": self.profile,
             "device": str(self.device),
             "seed": self.seed,
-            "elapsed_s": round(time.perf_counter() - self._started, 3),
+            "elapsed_s": round(elapsed, 3),
             "metrics": self.metrics,
         }
+        if glue:
+            from myst_nb import glue as _glue
+
+            _glue("run_time", f"{elapsed:.0f} s ({self.profile} profile, {self.device.type})", display=False)
         return write_json_atomic(self.output_dir / "metrics.json", payload)

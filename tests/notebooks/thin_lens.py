@@ -30,3 +30,5 @@ def check(metrics, output_dir):
     for key in ("left_centroid_over_r_behind", "left_centroid_over_r_front"):
         assert math.isclose(metrics[key], theory, rel_tol=0.02), key
     assert math.isclose(metrics["disparity_over_r"], 2 * theory, rel_tol=0.02)
+    # Exercise 1: the CoC diameter at infinity, f^2 / (N (s - f)), in 5.4 um pixels.
+    assert math.isclose(metrics["exercise_1_px"], 0.05**2 / (1.8 * 2.95) / 5.4e-6, rel_tol=1e-9)
