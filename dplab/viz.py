@@ -124,3 +124,124 @@ def coc_explorer(depths_m=None, *, pixel_pitch_um=1.4, focal_length_mm=4.4, f_nu
         w.observe(redraw, names="value")
     redraw()
     return widgets.VBox([widgets.HBox([f, n, s]), out])
+
+
+# ----------------------------------------------------------------------------- chapter 2 helpers
+def kernel_rows(kernels, row_labels, col_titles=None, *, cmap="magma", size=1.5, profile=False,
+                profile_labels=None, profile_reference=None):
+    """A grid of 2-D kernels, one row per list in ``kernels``, each panel scaled to its own max.
+
+    Args:
+        kernels: list of rows, each a list of 2-D tensors/arrays (rows may differ in length).
+        row_labels: one label per row, written left of the row.
+        col_titles: optional list of rows of titles (same nesting as ``kernels``).
+        cmap: colour map.
+        size: panel size in inches.
+        profile: add a last column with each row's kernels cut through the centre row
+            (one line per kernel, labelled by its title).
+        profile_labels: legend labels for the profile lines, shared by all rows (default: the
+            row's titles).
+        profile_reference: optional list of kernels (e.g. the measured ones) whose centre rows
+            are drawn dashed, in the same colours, in every other row's profile panel; the
+            profile panels then share one y scale.
+
+    Returns:
+        ``(fig, axes)`` with ``axes`` of shape ``(rows, columns)``.
+    """
+    import matplotlib.pyplot as plt
+
+    n_rows = len(kernels)
+    n_cols = max(len(r) for r in kernels) + int(profile)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 0.6 * profile * size, size * n_rows + 0.3),
+                             squeeze=False)
+    for i, row in enumerate(kernels):
+        titles = col_titles[i] if col_titles else None
+        for j in range(n_cols):
+            ax = axes[i, j]
+            if j < len(row):
+                k = row[j].detach().cpu().numpy() if isinstance(row[j], torch.Tensor) else np.asarray(row[j])
+                ax.imshow(k, cmap=cmap, interpolation="nearest", vmin=min(0.0, float(k.min())))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if titles and j < len(titles) and titles[j]:
+                    ax.set_title(titles[j], fontsize=8)
+            elif profile and j == n_cols - 1:
+                for m, k in enumerate(row):
+                    k = k.detach().cpu().numpy() if isinstance(k, torch.Tensor) else np.asarray(k)
+                    x = np.arange(k.shape[-1]) - k.shape[-1] // 2
+                    names = profile_labels or titles
+                    label = names[m] if names and m < len(names) else None
+                    (line,) = ax.plot(x, k[k.shape[0] // 2], lw=1, label=label)
+                    if profile_reference is not None and row is not profile_reference and m < len(profile_reference):
+                        ref = profile_reference[m]
+                        ref = ref.detach().cpu().numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
+                        ax.plot(np.arange(ref.shape[-1]) - ref.shape[-1] // 2, ref[ref.shape[0] // 2], ls="--",
+                                lw=0.8, color=line.get_color())
+                ax.tick_params(labelsize=6)
+                ax.set_yticks([])
+                ax.set_title("centre row", fontsize=8)
+                if profile_labels or titles:
+                    ax.legend(fontsize=5, frameon=False, handlelength=1)
+            else:
+                ax.axis("off")
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=9)
+    if profile and profile_reference is not None:
+        top = max(axes[i, -1].get_ylim()[1] for i in range(n_rows))
+        for i in range(n_rows):
+            axes[i, -1].set_ylim(0, top)
+    fig.tight_layout()
+    return fig, axes
+
+
+def kernel_mosaic(kernels, grid_shape, *, pad=2):
+    """Tile ``(N, K, K)`` kernels row-major into one image over a ``grid_shape`` grid.
+
+    Each kernel is divided by the largest value of the whole stack, so brightness is comparable
+    across cells; gaps of ``pad`` pixels are NaN (shown as the axes background).
+
+    Returns:
+        A float numpy array of shape ``(rows * (K + pad) - pad, cols * (K + pad) - pad)``.
+
+    Example:
+        >>> kernel_mosaic(torch.ones(6, 3, 3), (2, 3)).shape
+        (8, 13)
+    """
+    k = kernels.detach().cpu().numpy() if isinstance(kernels, torch.Tensor) else np.asarray(kernels)
+    rows, cols = grid_shape
+    if k.shape[0] != rows * cols:
+        raise ValueError(f"{k.shape[0]} kernels do not fill a {rows}x{cols} grid")
+    kh, kw = k.shape[-2:]
+    out = np.full((rows * (kh + pad) - pad, cols * (kw + pad) - pad), np.nan)
+    k = k / k.max()
+    for i in range(rows * cols):
+        r, c = divmod(i, cols)
+        out[r * (kh + pad):r * (kh + pad) + kh, c * (kw + pad):c * (kw + pad) + kw] = k[i]
+    return out
+
+
+def grid_heatmap(ax, values, grid_shape, *, vmin=None, vmax=None, cmap="viridis", fmt="{:.3f}", title=None):
+    """Heat map of one value per calibration cell, each cell annotated with ``fmt``.
+
+    ``values`` is a length ``rows * cols`` sequence in row-major order (NaN cells stay blank).
+    Returns the ``AxesImage`` (for a colour bar).
+    """
+    v = np.asarray(values, dtype=float).reshape(grid_shape)
+    im = ax.imshow(v, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    lo = np.nanmin(v) if vmin is None else vmin
+    hi = np.nanmax(v) if vmax is None else vmax
+    for (r, c), x in np.ndenumerate(v):
+        if np.isfinite(x):
+            light = (x - lo) < 0.55 * (hi - lo) if hi > lo else False
+            ax.text(c, r, fmt.format(x), ha="center", va="center", fontsize=6.5,
+                    color="white" if light else "black")
+    ax.set_xticks(range(grid_shape[1]))
+    ax.set_yticks(range(grid_shape[0]))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("grid column")
+    ax.set_ylabel("grid row")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return im
+
+
+__all__ += ["kernel_rows", "kernel_mosaic", "grid_heatmap"]
