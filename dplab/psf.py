@@ -300,9 +300,12 @@ def _butterworth_stack(r, params, size, supersample):
     w = (torch.ceil(Rb) + torch.ceil(3 * kappa * Rb)).clamp_min(1)     # support half-width
     M = (0.5 + c.reshape(1, 1, 1, -1) / (2 * w)).clamp(0, 1)             # ramp mask, Eq. 4
     left = H * M
-    left = left / (2 * left.sum((-2, -1), keepdim=True))                  # sum = 1/2
+    total = left.sum((-2, -1), keepdim=True)
+    # A disc far below one pixel covers (almost) nothing; it is a point: a delta split in halves.
+    point = (R.reshape(1, -1, 1, 1) == 0) | (total <= 1e-12)
+    left = left / (2 * total.clamp_min(1e-300))                           # sum = 1/2
     left = torch.where(r.reshape(1, -1, 1, 1) < 0, left.flip(-1), left)    # r < 0 swaps views
-    left = torch.where(R.reshape(1, -1, 1, 1) == 0, 0.5 * _delta(N, k, dev).unsqueeze(0), left)
+    left = torch.where(point, 0.5 * _delta(N, k, dev).unsqueeze(0), left)
     if size is not None and size < k:
         o = (k - size) // 2
         left = left[..., o:o + size, o:o + size]

@@ -319,3 +319,11 @@ def test_xcorr_range_and_batch():
 def test_validation(call, exc, name):
     with pytest.raises(exc, match=name):
         call()
+
+
+@pytest.mark.parametrize("radius", [1e-4, 0.01, 0.03, -0.01])
+def test_tiny_radii_give_a_split_delta_not_nan(radius):
+    # A disc much smaller than a pixel is a point: each view is half a delta (found by synth).
+    left, right = butterworth_dp(radius)
+    assert not torch.isnan(left).any() and not torch.isnan(right).any()
+    assert left.sum().item() == pytest.approx(0.5) and right.sum().item() == pytest.approx(0.5)

@@ -86,6 +86,14 @@ def load_kernels(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -
 
     Cell ``k`` is row ``k // 8``, column ``k % 8`` of the 6x8 grid (row-major, as released).
 
+    Orientation: the kernels are returned as released. Fitted with :func:`dplab.psf.butterworth_dp`
+    (chapter 2), every cell prefers a *negative* radius although the scenes lie at or behind
+    the focal plane (positive in dplab's convention): the release's left/right naming, or its
+    storage as correlation kernels (rotated 180 degrees), is the mirror of RDPD's code. Use
+    these kernels with Xin et al.'s own model (:mod:`dplab.mpi`) as they are; swap or mirror
+    them before mixing them with dplab's parametric PSFs. They are also off-centre by up to
+    3.5 px.
+
     Args:
         data_dir: data directory (default ``$DPLAB_DATA``).
         view_sum: what each kernel is scaled to sum to; 0.5 is dplab's DP convention, 1.0
