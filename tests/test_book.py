@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, toc_documents
+from harness import ROOT, toc_documents
 
 JB = Path(sys.executable).with_name("jupyter-book")
 SCREENSHOTS = ROOT / "_build" / "screenshots"

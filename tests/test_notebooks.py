@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, toc_notebooks
+from harness import ROOT, toc_notebooks
 
 CHECKERS = Path(__file__).resolve().parent / "notebooks"
 

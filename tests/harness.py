@@ -1,0 +1,90 @@
+"""The notebook harness: _toc.yml discovery and papermill runs in the `test` profile, once per session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _toc_entries(node) -> list[str]:
+    """All documents of a jupyter-book _toc.yml (root first), in reading order."""
+    found = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if key in node:
+                found.append(node[key])
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []):
+                found.extend(_toc_entries(child))
+    return found
+
+
+def toc_documents() -> list[Path]:
+    """Paths of every document in _toc.yml; fails if an entry has no file."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    docs = []
+    for entry in _toc_entries(toc):
+        path = ROOT / entry
+        candidates = [path] if path.suffix else [path.with_suffix(".ipynb"), path.with_suffix(".md")]
+        existing = [c for c in candidates if c.exists()]
+        if not existing:
+            raise FileNotFoundError(f"_toc.yml lists {entry!r}, but no such file exists")
+        docs.append(existing[0])
+    return docs
+
+
+def toc_notebooks() -> list[Path]:
+    return [d for d in toc_documents() if d.suffix == ".ipynb"]
+
+
+@dataclass
+class NotebookRun:
+    source: Path
+    executed: Path
+    output_dir: Path
+    error: BaseException | None
+
+
+class NotebookRunner:
+    """Runs each chapter at most once per session with papermill, headless, in the test profile."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.runs: dict[Path, NotebookRun] = {}
+
+    def run(self, notebook: Path) -> NotebookRun:
+        if notebook not in self.runs:
+            import papermill
+
+            # Headless, but figures must still reach the notebook: the inline backend renders
+            # with Agg and emits PNG outputs, whereas plain "agg" would silently drop them.
+            os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+            rel = notebook.relative_to(ROOT)
+            executed = self.workdir / "executed" / rel
+            executed.parent.mkdir(parents=True, exist_ok=True)
+            output_dir = self.workdir / "outputs" / notebook.stem
+            error = None
+            try:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(executed),
+                    parameters={
+                        "profile": "test",
+                        "output_dir": str(output_dir),
+                        "data_dir": os.environ.get("DPLAB_DATA") or None,
+                        "seed": 0,
+                    },
+                    cwd=str(notebook.parent),
+                    kernel_name="python3",
+                    execution_timeout=600,
+                    progress_bar=False,
+                )
+            except Exception as exc:  # reported by the test that asks for this notebook
+                error = exc
+            self.runs[notebook] = NotebookRun(notebook, executed, output_dir, error)
+        return self.runs[notebook]
