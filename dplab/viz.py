@@ -245,3 +245,514 @@ def grid_heatmap(ax, values, grid_shape, *, vmin=None, vmax=None, cmap="viridis"
 
 
 __all__ += ["kernel_rows", "kernel_mosaic", "grid_heatmap"]
+
+
+# ----------------------------------------------------------------------------- MDP chapter
+# Helpers of the MDP chapter (Abuolaim, Afifi & Brown, WACV 2022): the front/back flip of
+# Fig. 2d, the two training steps of Sec. 3.4 through dplab.train.Trainer, scores for
+# deblurring and DP-view synthesis, and a static grid of the eight NIMAT views.
+
+def dp_flip_figure(radius_px: float = 6.0, size: int = 25, *, figsize=(8.5, 5.2)):
+    """MDP Fig. 2d: DP views of a point behind (``r > 0``) and in front (``r < 0``) of the
+    focal plane (Butterworth PSFs of :func:`dplab.psf.butterworth_dp`) and their difference
+    ``L - R``, whose sign pattern flips between the two cases. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from .psf import butterworth_dp
+
+    fig, axes = plt.subplots(2, 3, figsize=figsize)
+    cases = ((radius_px, f"behind focus, r = {radius_px:+g} px"),
+             (-radius_px, f"in front, r = {-radius_px:+g} px"))
+    for row, (r, label) in enumerate(cases):
+        left, right = butterworth_dp(r, size=size)[:2]
+        diff = left - right
+        m = float(diff.abs().max())
+        panels = ((left, "left view $I_l$", dict(cmap="magma")),
+                  (right, "right view $I_r$", dict(cmap="magma")),
+                  (diff, "$I_l - I_r$", dict(cmap="RdBu_r", vmin=-m, vmax=m)))
+        for col, (img, title, kw) in enumerate(panels):
+            axes[row, col].imshow(img.numpy(), **kw)
+            axes[row, col].set_title(f"{title}\n{label}", fontsize=8)
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def mdp_loss_fn(weights):
+    """A :class:`dplab.train.Trainer` ``loss_fn(prediction, batch)`` for MDP: the total of
+    :func:`dplab.losses.mdp_loss` with ``weights`` (a key of ``MDP_LOSS_WEIGHTS`` or four
+    numbers ``(w_s, w_v, w_C, w_D)``) and its terms, read from the batch's ``combined``,
+    ``left``, ``right`` and (when present) ``sharp``."""
+    from .losses import mdp_loss
+
+    def loss_fn(pred, batch):
+        total, terms = mdp_loss(pred, batch["combined"], left=batch.get("left"),
+                                right=batch.get("right"), sharp=batch.get("sharp"), weights=weights)
+        return {"loss": total, **terms}
+
+    return loss_fn
+
+
+def _branch_params(model, branch: str) -> dict:
+    if not hasattr(model, "early") or not isinstance(model.early, torch.nn.ModuleDict):
+        return {}
+    parts = (model.early[branch], model.late[branch])
+    return {f"{i}.{k}": v.detach().clone() for i, p in enumerate(parts) for k, v in p.state_dict().items()}
+
+
+def _max_change(before: dict, after: dict) -> float:
+    return max((float((after[k].cpu() - v.cpu()).abs().max()) for k, v in before.items()), default=0.0)
+
+
+def train_mdp(model, data, weights, config: dict, output_dir, *, freeze_sharp: bool = False) -> dict:
+    """One MDP training step (Sec. 3.4) with :class:`dplab.train.Trainer`.
+
+    Args:
+        model: an :class:`~dplab.models.MDP` or :class:`~dplab.models.MDPSingleTask`.
+        data: a dataset of sample dicts (``combined``, ``left``, ``right``, maybe ``sharp``).
+        weights: loss weights for :func:`mdp_loss_fn`.
+        config: Trainer settings (e.g. ``recipe("mdp_step1", ...)``).
+        output_dir: where the Trainer writes checkpoints and logs (resumes when present).
+        freeze_sharp: step 1: freeze the sharp decoder ``Dec_s`` (``set_trainable``); otherwise
+            every branch is trainable (step 2).
+
+    Returns:
+        The Trainer's summary plus ``"sharp_max_change"`` and ``"encoder_max_change"``: the
+        largest absolute change of any weight of ``Dec_s`` and of the encoder during the run
+        (``nan`` for a single-task model without ``Dec_s``), and ``"losses"``, the logged
+        total loss per step.
+    """
+    from .train import Trainer, concat_inputs
+
+    if hasattr(model, "set_trainable"):
+        model.set_trainable("sharp", not freeze_sharp)
+    sharp0 = _branch_params(model, "sharp")
+    enc0 = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    trainer = Trainer(model, mdp_loss_fn(weights), data, config, output_dir=output_dir,
+                      forward=concat_inputs("combined"))
+    summary = trainer.fit()
+    summary["sharp_max_change"] = _max_change(sharp0, _branch_params(model, "sharp")) if sharp0 else float("nan")
+    summary["encoder_max_change"] = _max_change(enc0, model.encoder.state_dict())
+    summary["losses"] = [float(row["loss"]) for row in summary["history"] if "loss" in row]
+    if hasattr(model, "set_trainable"):
+        model.set_trainable("sharp", True)
+    return summary
+
+
+def mdp_scores(model, dataset, device="cpu") -> dict:
+    """Mean PSNR (dB) of an MDP-like model over a DP dataset with ground truth.
+
+    Keys: ``"deblur"`` (predicted sharp image vs ``sharp``), ``"input"`` (the blurred input vs
+    ``sharp``), ``"views"`` (predicted views vs ground-truth views, both doubled to the full
+    brightness of DPDD's stored views, 6 channels), ``"lc"`` (mean ``L_C`` of the predicted
+    views) and ``"n"``; entries a model does not predict are None.
+    """
+    from .losses import combined_loss
+    from .metrics import psnr
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    acc = {"deblur": [], "input": [], "views": [], "lc": []}
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            s = dataset[i]
+            x = s["combined"][None].to(device)
+            out = model(x)
+            if "sharp" in s:
+                gt = s["sharp"][None].to(device)
+                acc["input"].append(float(psnr(x.clamp(0, 1), gt)))
+                if out.sharp is not None:
+                    acc["deblur"].append(float(psnr(out.sharp.clamp(0, 1), gt)))
+            if out.left is not None:
+                pred = torch.cat([out.left, out.right], 1) * 2
+                gt = torch.cat([s["left"], s["right"]], 0)[None].to(device) * 2
+                acc["views"].append(float(psnr(pred.clamp(0, 1), gt.clamp(0, 1))))
+                acc["lc"].append(float(combined_loss(x, out.left, out.right)))
+    res = {k: (float(np.mean(v)) if v else None) for k, v in acc.items()}
+    res["n"] = len(dataset)
+    return res
+
+
+def nimat_grid(views, image=None, names=None, *, gain: float = 2.0, size: float = 2.0, title=None):
+    """Static figure of the eight NIMAT views (a 2 x 4 grid), and, when ``image`` is given,
+    a second 2 x 4 grid of each view minus half the image (red/blue: where the view is
+    brighter/darker), which shows the direction each view moves in.
+
+    Args:
+        views: ``(8, C, H, W)`` or ``(1, 8, C, H, W)`` from :func:`dplab.nimat.nimat_views`.
+        image: the ``(1, C, H, W)`` input, or None.
+        names: titles (default :data:`dplab.nimat.VIEW_NAMES`).
+        gain: brightness factor of the views for display (dplab views carry half the light).
+    """
+    import matplotlib.pyplot as plt
+
+    from .nimat import VIEW_NAMES
+
+    v = views[0] if views.ndim == 5 else views
+    v = v.detach().float().cpu()
+    names = names or VIEW_NAMES
+    n = v.shape[0]
+    ncols = (n + 1) // 2
+    nrows = 2 if image is None else 4
+    h, w = v.shape[-2:]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * w / max(h, w) * 1.1, size * nrows * h / max(h, w) * 1.15),
+                             squeeze=False)
+    diffs = None
+    if image is not None:
+        diffs = v - image.detach().float().cpu()[0] / 2
+        m = float(diffs.abs().amax()) or 1.0
+    for i in range(n):
+        ax = axes[i // ncols, i % ncols]
+        img = (v[i] * gain).clamp(0, 1).permute(1, 2, 0).numpy()
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(names[i], fontsize=8)
+        if diffs is not None:
+            ax2 = axes[2 + i // ncols, i % ncols]
+            ax2.imshow(diffs[i].mean(0).numpy(), cmap="RdBu_r", vmin=-m, vmax=m)
+            ax2.set_title(f"{names[i]} - image/2", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["dp_flip_figure", "mdp_loss_fn", "train_mdp", "mdp_scores", "nimat_grid"]
+
+
+# --- DRBNet chapter (book/drbnet) -----------------------------------------------------------
+def _hwc(img) -> np.ndarray:
+    """``(1, C, H, W)`` / ``(C, H, W)`` / ``(H, W)`` tensor -> clipped ``(H, W)`` or ``(H, W, 3)`` array."""
+    t = torch.as_tensor(img).detach().float().cpu()
+    while t.ndim > 3:
+        t = t[0]
+    if t.ndim == 3:
+        t = t[0] if t.shape[0] == 1 else t.permute(1, 2, 0)
+    return t.clamp(0, 1).numpy()
+
+
+def image_grid(rows, titles=None, *, row_labels=None, size: float = 2.0):
+    """Images (tensors in [0, 1], RGB or single channel) in a grid of rows; returns the figure.
+
+    Args:
+        rows: list of rows, each a list of images (None leaves a panel blank).
+        titles: per row, a list of panel titles (or None).
+        row_labels: one y-label per row.
+        size: panel height in inches.
+    """
+    import matplotlib.pyplot as plt
+
+    nrows, ncols = len(rows), max(len(r) for r in rows)
+    first = next(im for r in rows for im in r if im is not None)
+    h, w = torch.as_tensor(first).shape[-2:]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols * w / h, size * nrows + 0.3), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row) or row[j] is None:
+                ax.axis("off")
+                continue
+            ax.imshow(_hwc(row[j]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if titles and titles[i] and j < len(titles[i]):
+                ax.set_title(titles[i][j], fontsize=8)
+        if row_labels:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def drb_terms_figure(terms, sharp, *, pixel=None, size: float = 1.6):
+    """DRBNet's Fig. 4: one row per DRB (coarse to fine) with the input estimate ``x_n``, the
+    per-pixel kernel ``K`` at one pixel, the dynamic term ``x_n (x) K``, the residual term
+    ``dr_n``, the output ``y_n`` and the ground truth at that scale.
+
+    Signed terms are shown as the channel mean on a red-blue map symmetric about 0, with its
+    limit (in [0, 1] image units) in the title. ``terms`` is
+    ``DRBNet(...)(x, return_terms=True)`` for one image; ``sharp`` the ``(1, 3, H, W)`` truth;
+    ``pixel`` = ``(row, col)`` at full resolution (default: the centre).
+    """
+    import matplotlib.pyplot as plt
+    import torch.nn.functional as F
+
+    n = len(terms)
+    H, W = sharp.shape[-2:]
+    pr, pc = pixel if pixel is not None else (H // 2, W // 2)
+    cols = ["input estimate $x_n$", "kernel $K$ at the pixel", r"dynamic $x_n \otimes K$",
+            r"residual $\Delta r_n$", "output $y_n$", "ground truth"]
+    fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols) * 1.05, size * n + 0.4), squeeze=False)
+    for i, t in enumerate(terms):
+        s = t["scale"]
+        truth = F.interpolate(sharp.float(), scale_factor=1 / s, mode="area") if s > 1 else sharp
+        r, c = pr // s, pc // s
+        panels = [t["estimate_in"], None, t["dynamic"], t["residual"], t["output"], truth]
+        for j, p in enumerate(panels):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            title = cols[j] if i == 0 else ""
+            if j == 1:
+                if t["kernels"] is None:
+                    ax.axis("off")
+                    continue
+                kk = t["kernels"][0, :, r, c].detach().float().cpu()
+                k = int(round(kk.numel() ** 0.5))
+                kk = kk.reshape(k, k).numpy()
+                m = float(np.abs(kk).max()) or 1.0
+                ax.imshow(kk, cmap="RdBu_r", vmin=-m, vmax=m, interpolation="nearest")
+                ax.set_title((title + "\n" if title else "") + f"|K| max {m:.2g}", fontsize=7)
+                continue
+            if p is None:
+                ax.axis("off")
+                ax.set_title(title + "\n(removed)" if title else "(removed)", fontsize=7)
+                continue
+            if j in (2, 3):
+                v = p[0].detach().float().mean(0).cpu().numpy()
+                m = float(np.abs(v).max()) or 1.0
+                ax.imshow(v, cmap="RdBu_r", vmin=-m, vmax=m, interpolation="nearest")
+                ax.set_title((title + "\n" if title else "") + f"$\\pm${m:.2g}", fontsize=7)
+            else:
+                ax.imshow(_hwc(p), interpolation="nearest")
+                ax.set_title(title, fontsize=7)
+                if j == 0:
+                    ax.plot([c], [r], "+", color="yellow", ms=6)
+        axes[i, 0].set_ylabel(f"scale 1/{s}" if s > 1 else "scale 1", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["image_grid", "drb_terms_figure"]
+
+
+# ----------------------------------------------------------------------------- chapter 3 helpers
+def _rgb_uint8(x, scale=1.0) -> np.ndarray:
+    """``(C, H, W)`` or ``(1, C, H, W)`` tensor/array in [0, 1] (times ``scale``) -> ``(H, W, 3)`` uint8."""
+    a = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    if a.ndim == 4:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.clip(np.rint(a * scale * 255.0), 0, 255).astype(np.uint8)
+
+
+def wiggle_gif(left, right, path, *, scale=2.0, duration_ms=300, upscale=1, labels=True):
+    """Write an animated GIF that alternates the left and right DP views (a "wiggle" stereogram).
+
+    Args:
+        left, right: the two views, ``(C, H, W)`` or ``(1, C, H, W)``, values in [0, 1/scale].
+        path: output file (``.gif``); parent folders are created.
+        scale: brightness factor (2 undoes the half brightness of dplab's views).
+        duration_ms: display time of each frame.
+        upscale: integer nearest-neighbour enlargement, so small disparities are visible.
+        labels: write "L" / "R" in the top-left corner of the frames.
+
+    Returns:
+        The path, as a ``pathlib.Path``. The GIF loops forever and holds two frames.
+    """
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    frames = []
+    for view, name in ((left, "L"), (right, "R")):
+        img = Image.fromarray(_rgb_uint8(view, scale))
+        if upscale > 1:
+            img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+        if labels:
+            draw = ImageDraw.Draw(img)
+            draw.rectangle((2, 2, 14, 14), fill=(0, 0, 0))
+            draw.text((5, 3), name, fill=(255, 255, 255))
+        frames.append(img.convert("P", palette=Image.ADAPTIVE, colors=256))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0,
+                   disposal=1)
+    return path
+
+
+def wiggle_widget(left, right, *, scale=2.0, interval_ms=300, width=None):
+    """An ipywidgets toggle between the two views that runs in the browser without a kernel.
+
+    A ``Play`` widget and a slider are ``jslink``-ed to the ``selected_index`` of a ``Stack``
+    holding the two views as PNG images, so the switching happens client-side and works in the
+    static HTML (when the widget state is saved with the page). Returns the widget.
+    """
+    import io
+
+    import ipywidgets as widgets
+    from PIL import Image
+
+    def png(view):
+        buf = io.BytesIO()
+        Image.fromarray(_rgb_uint8(view, scale)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    kw = {} if width is None else {"width": width}
+    stack = widgets.Stack([widgets.Image(value=png(left), format="png", **kw),
+                           widgets.Image(value=png(right), format="png", **kw)], selected_index=0)
+    play = widgets.Play(value=0, min=0, max=1, step=1, interval=interval_ms, repeat=True,
+                        description="wiggle")
+    slider = widgets.IntSlider(value=0, min=0, max=1, description="0 = L, 1 = R")
+    widgets.jslink((play, "value"), (stack, "selected_index"))
+    widgets.jslink((play, "value"), (slider, "value"))
+    return widgets.VBox([widgets.HBox([play, slider]), stack])
+
+
+def aperture_reference(layers, *, samples_per_px=2.0, half=None, chunk=32):
+    """Defocused image of a stack of flat layers, averaging pinhole views over the aperture.
+
+    A slow reference that handles occlusion exactly for a thin lens with a uniform disc
+    aperture: the aperture point ``u`` (uniform in the unit disc) sees each layer shifted by
+    ``r u`` pixels (``r`` its signed CoC radius), nearer layers hide farther ones with their
+    hard masks, and the image is the mean of these views. Unlike a layered renderer it needs
+    every layer's full content, also where a nearer layer hides it. Shifts are bilinear.
+
+    Args:
+        layers: back to front, a list of ``(colour (1, C, H, W), mask (1, 1, H, W) or None,
+            coc_px)``; the first (farthest) layer should cover the frame (mask None).
+        samples_per_px: aperture samples per pixel of the largest shift, per axis.
+        half: None (whole aperture), ``"pos"`` (``u_x > 0``) or ``"neg"`` (``u_x < 0``).
+        chunk: aperture samples per batched ``grid_sample`` call.
+
+    Returns:
+        ``(1, C, H, W)`` float32 image.
+    """
+    import torch.nn.functional as F
+
+    rmax = max(abs(float(r)) for _, _, r in layers)
+    n = max(1, int(np.ceil(samples_per_px * rmax)))
+    g = torch.arange(-n, n + 1, dtype=torch.float64) / n
+    uy, ux = torch.meshgrid(g, g, indexing="ij")
+    keep = ux ** 2 + uy ** 2 <= 1.0
+    if half == "pos":
+        keep &= ux > 0
+    elif half == "neg":
+        keep &= ux < 0
+    us = torch.stack([ux[keep], uy[keep]], 1).float()
+    _, C, H, W = layers[0][0].shape
+    ys = torch.arange(H, dtype=torch.float32).reshape(1, -1, 1)
+    xs = torch.arange(W, dtype=torch.float32).reshape(1, 1, -1)
+    acc = torch.zeros(1, C, H, W, dtype=torch.float64)
+    stacks = [torch.cat([c.float().cpu(), (torch.ones_like(c[:, :1]) if m is None else m).float().cpu()], 1)
+              for c, m, _ in layers]
+    for u in us.split(chunk):
+        out = None
+        for x, (_, _, r) in zip(stacks, layers):
+            dx = (float(r) * u[:, 0]).reshape(-1, 1, 1)
+            dy = (float(r) * u[:, 1]).reshape(-1, 1, 1)
+            grid = torch.stack(torch.broadcast_tensors((2 * (xs - dx) + 1) / W - 1,
+                                                       (2 * (ys - dy) + 1) / H - 1), -1)
+            v = F.grid_sample(x.expand(u.shape[0], -1, -1, -1), grid, mode="bilinear",
+                              padding_mode="border", align_corners=False)
+            col, a = v[:, :C], v[:, C:]
+            out = col if out is None else a * col + (1 - a) * out
+        acc += out.double().sum(0, keepdim=True)
+    return (acc / us.shape[0]).float()
+
+
+def edge_band(labels, radius, *, border=None):
+    """Pixels within ``radius`` (Chebyshev) of a change of ``labels`` ``(H, W)``, away from the frame.
+
+    Returns ``(band, flat)``: boolean ``(H, W)`` tensors of the band and of the rest, both
+    without the outer ``border`` pixels (default ``radius``).
+    """
+    import torch.nn.functional as F
+
+    lab = torch.as_tensor(labels)
+    edge = torch.zeros(lab.shape, dtype=torch.bool)
+    e = lab[:, 1:] != lab[:, :-1]
+    edge[:, 1:] |= e
+    edge[:, :-1] |= e
+    e = lab[1:] != lab[:-1]
+    edge[1:] |= e
+    edge[:-1] |= e
+    r = int(radius)
+    band = F.max_pool2d(edge[None, None].float(), 2 * r + 1, 1, r)[0, 0] > 0
+    b = r if border is None else int(border)
+    inner = torch.zeros_like(band)
+    inner[b:lab.shape[0] - b, b:lab.shape[1] - b] = True
+    return band & inner, ~band & inner
+
+
+def horizontal_shift(a, b, mask=None, max_shift=20):
+    """Sub-pixel horizontal shift ``s`` (px) with ``a(x) ~ b(x - s)``, by normalised correlation.
+
+    ``a``, ``b``: 2-D arrays or tensors (e.g. the left and right view); ``mask``: boolean
+    ``(H, W)`` of the pixels to compare. The zero-mean normalised correlation is evaluated at
+    integer shifts ``-max_shift .. max_shift`` and refined by a parabola through the peak.
+    Positive: ``a`` is ``b`` moved to the right.
+
+    Example:
+        >>> x = np.random.default_rng(0).random((8, 64))
+        >>> round(horizontal_shift(np.roll(x, 3, axis=1), x, max_shift=5), 6)
+        3.0
+    """
+    a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+    b = np.asarray(b.detach().cpu() if isinstance(b, torch.Tensor) else b, dtype=np.float64)
+    m = np.ones(a.shape, bool) if mask is None else np.asarray(mask, bool)
+    shifts = np.arange(-max_shift, max_shift + 1)
+    scores = []
+    for s in shifts:
+        mm = m & np.roll(m, s, axis=1)
+        x, y = a[mm], np.roll(b, s, axis=1)[mm]
+        x, y = x - x.mean(), y - y.mean()
+        scores.append((x * y).sum() / max(np.sqrt((x * x).sum() * (y * y).sum()), 1e-300))
+    scores = np.array(scores)
+    k = int(np.argmax(scores))
+    off = 0.0
+    if 0 < k < len(shifts) - 1:
+        lo, c, hi = scores[k - 1:k + 2]
+        den = lo - 2 * c + hi
+        off = 0.5 * (lo - hi) / den if den != 0 else 0.0
+    return float(shifts[k] + off)
+
+
+def panel_grid(rows, col_titles=None, row_labels=None, *, size=1.8, cmaps=None, vlims=None):
+    """Show a grid of images: ``rows`` is a list of lists of ``(C, H, W)``/``(H, W)`` tensors/arrays.
+
+    ``cmaps`` and ``vlims`` give a colour map and ``(vmin, vmax)`` per column for single-channel
+    panels (colour panels are shown as they are, clipped to [0, 1]). Returns ``(fig, axes)``.
+    """
+    import matplotlib.pyplot as plt
+
+    n_r, n_c = len(rows), max(len(r) for r in rows)
+    h, w = np.asarray(rows[0][0].shape[-2:])
+    fig, axes = plt.subplots(n_r, n_c, figsize=(size * n_c * w / h + 0.8, size * n_r + 0.3), squeeze=False,
+                             layout="constrained")
+    for i, row in enumerate(rows):
+        for j in range(n_c):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            x = row[j]
+            x = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            if x.ndim == 4:
+                x = x[0]
+            if x.ndim == 3 and x.shape[0] == 3:
+                ax.imshow(np.clip(x.transpose(1, 2, 0), 0, 1))
+            else:
+                x = x.reshape(x.shape[-2:])
+                vmin, vmax = (vlims[j] if vlims and vlims[j] else (None, None))
+                im = ax.imshow(x, cmap=(cmaps[j] if cmaps and cmaps[j] else "gray"), vmin=vmin, vmax=vmax)
+                if i == n_r - 1 and cmaps and cmaps[j] and cmaps[j] != "gray":
+                    fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6)
+            if i == 0 and col_titles and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=8)
+        if row_labels:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+    return fig, axes
+
+
+__all__ += ["wiggle_gif", "wiggle_widget", "aperture_reference", "edge_band", "horizontal_shift",
+            "panel_grid"]
