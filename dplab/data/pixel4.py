@@ -32,6 +32,11 @@ __all__ = [
     "cell_centres",
     "load_scene",
     "list_scenes",
+    "load_kernel_grid",
+    "vignetting_gain",
+    "defocus_confidence",
+    "scene_settings",
+    "SCENE_SETTINGS",
 ]
 
 NAME = "xin_pixel4_dp"
@@ -145,3 +150,109 @@ def load_scene(scene: str, data_dir: Path | str | None = None, *, crop: bool = T
     if dmap.is_file():
         out["defocus"] = torch.from_numpy(_read_png(dmap).astype(np.float32) / 255.0)[None, None]
     return out
+
+
+# ----------------------------------------------------------------------------- additions for Xin et al.
+def load_kernel_grid(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibrated kernels as a ``(6, 8, 61, 61)`` grid per view (row-major cells).
+
+    The shape :class:`dplab.mpi.DPBlur`, :func:`dplab.mpi.optimize` and
+    :func:`dplab.deconv.wiener_defocus` take for spatially varying kernels (with
+    ``cell_hw=CELL_PX``).
+
+    Args:
+        data_dir: data directory (default ``$DPLAB_DATA``).
+        view_sum: what each kernel sums to (0.5: dplab's convention).
+
+    Returns:
+        ``(left, right)``, each ``(6, 8, 61, 61)`` float32.
+
+    Raises:
+        DatasetNotFoundError: the release or its calibration is missing.
+    """
+    left, right = load_kernels(data_dir, view_sum=view_sum)
+    return left.reshape(GRID_SHAPE + left.shape[-2:]), right.reshape(GRID_SHAPE + right.shape[-2:])
+
+
+def _separable_box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a ``window x window`` square with zero padding counted in the mean ('SAME')."""
+    import torch.nn.functional as F
+
+    h = window // 2
+    x = F.avg_pool2d(x, (window, 1), stride=1, padding=(h, 0), count_include_pad=True)
+    return F.avg_pool2d(x, (1, window), stride=1, padding=(0, h), count_include_pad=True)
+
+
+def vignetting_gain(data_dir: Path | str | None = None, *, window: int = 101, crop: bool = True) -> torch.Tensor:
+    """Per-pixel gain for the right view that matches its vignetting to the left view's.
+
+    Xin et al. (Sec. 3, supplement B) calibrate the different vignetting of the two DP views
+    with images of a white sheet through a diffuser. The authors' code decodes both white-sheet
+    images like the scenes, takes their ratio ``W_l / W_r``, averages it over a ``101 x 101``
+    window (zero padding counted, flax ``avg_pool`` 'SAME'; irrelevant inside the central crop)
+    and multiplies the right view by it before cropping (REFERENCE_FACTS). Use as
+    ``right * vignetting_gain(data_dir)``.
+
+    Args:
+        data_dir: data directory (default ``$DPLAB_DATA``).
+        window: odd averaging window in pixels.
+        crop: return the central 1008x1344 crop (the calibrated field), else the full frame.
+
+    Returns:
+        ``(1, 1, H, W)`` float32 gain.
+
+    Raises:
+        DatasetNotFoundError: the white-sheet images are missing.
+        ValueError: even window.
+    """
+    if not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd positive integer, got {window!r}")
+    folder = dataset_dir(NAME, data_dir) / "calibration"
+    wl = read_view(folder / "white_sheet_left.png").double()
+    wr = read_view(folder / "white_sheet_right.png").double()
+    ratio = wl / wr.clamp_min(1.0 / WHITE_LEVEL)
+    gain = _separable_box_mean(ratio, window).float()
+    return crop_central(gain) if crop else gain
+
+
+def defocus_confidence(gt_defocus: torch.Tensor) -> torch.Tensor:
+    """Confidence weights of a ground-truth defocus map of the release: ``1`` where ``gt > 0``.
+
+    The released 8-bit maps hold 0 where the focus stack gave no depth (holes, occlusion
+    boundaries; the paper's Fig. 7 draws them white and ignores them in Table 1); valid depths
+    are coded from 1 upwards. This reading of the 0 code is dplab's (the release has no
+    separate confidence file): in scene 001, 0 covers the black background and no valid
+    surface.
+
+    Example:
+        >>> defocus_confidence(torch.tensor([0.0, 0.2, 1.0])).tolist()
+        [0.0, 1.0, 1.0]
+    """
+    return (gt_defocus > 0).to(torch.float32)
+
+
+#: Per-scene settings of the authors' code (``setup.py``): kernel scales of the front (near) and
+#: back (far) layers, and the loss weights before the layer-count scaling (alpha weight times
+#: ``(N/12)^2``, entropy weight divided by ``log N``). Scenes 001-017.
+SCENE_SETTINGS: dict[str, dict] = {
+    f"{i + 1:03d}": {
+        "near": near, "far": far, "intensity": 30.0,
+        "alpha": 1.5e4 if i < 4 else 7.5e4,
+        "entropy": 30.0 if 4 <= i <= 11 else 20.0,
+    }
+    for i, (near, far) in enumerate(zip(
+        [0.5, 0.5, 0.7, 0.7, 0.1, 0.1, 0.1, 0.2, 0.1, 0.2, 0.2, 0.1, 0.3, 0.1, 0.1, 0.3, 0.2],
+        [1.6, 1.6, 1.6, 1.6, 1.3, 1.4, 1.4, 1.5, 1.5, 1.5, 1.5, 1.5, 1.6, 1.5, 1.6, 1.5, 1.6]))
+}
+
+
+def scene_settings(scene: str) -> dict:
+    """The authors' settings for one scene: ``near``, ``far`` scales and loss weights.
+
+    Example:
+        >>> scene_settings("001")
+        {'near': 0.5, 'far': 1.6, 'intensity': 30.0, 'alpha': 15000.0, 'entropy': 20.0}
+    """
+    if scene not in SCENE_SETTINGS:
+        raise ValueError(f"scene must be one of '001'..'017', got {scene!r}")
+    return dict(SCENE_SETTINGS[scene])
