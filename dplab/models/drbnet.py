@@ -159,13 +159,24 @@ class DynamicResidualBlock(nn.Module):
             self.res_branch = nn.Sequential(ConvAct(cat, r1, act="lrelu"), ConvAct(r1, r2, act="lrelu"),
                                             ConvAct(r2, 3, 1, act="lrelu"))
 
-    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, d: torch.Tensor, return_terms: bool = False):
+        """``y = x + x (x) K + dr`` (Eq. 5); with ``return_terms`` also a dict of the terms
+        ``"input"`` (x, zeros when ``use_input=False``), ``"dynamic"`` (x (x) K),
+        ``"residual"`` (dr), ``"kernels"`` (K, ``(B, k*k, H, W)``) and ``"output"``; a term a
+        switch removes is None."""
         f = torch.cat([d, self.img_feat(x)], 1)
         out = x if self.use_input else torch.zeros_like(x)
+        terms = {"input": out, "dynamic": None, "residual": None, "kernels": None}
         if self.kernel_branch is not None:
-            out = out + apply_pixel_kernels(x, self.kernel_branch(f))   # Eq. 4
+            terms["kernels"] = self.kernel_branch(f)
+            terms["dynamic"] = apply_pixel_kernels(x, terms["kernels"])   # Eq. 4
+            out = out + terms["dynamic"]
         if self.res_branch is not None:
-            out = out + self.res_branch(f)
+            terms["residual"] = self.res_branch(f)
+            out = out + terms["residual"]
+        if return_terms:
+            terms["output"] = out
+            return out, terms
         return out                                                      # Eq. 5
 
 
@@ -184,7 +195,12 @@ class DRBNet(nn.Module):
         ``forward(x, return_scales=False)`` with ``x`` ``(B, in_channels, H, W)`` in [0, 1].
         Returns the deblurred image ``(B, 3, H, W)`` clamped to [0, 1]; with
         ``return_scales=True`` the list of DRB outputs from coarse (1/8) to fine (1), in [0, 1]
-        units and unclamped (one element if ``multi_scale=False``).
+        units and unclamped (one element if ``multi_scale=False``). With ``return_terms=True``
+        (Fig. 4) a list, coarse to fine, of dicts per DRB: ``"scale"`` (8, 4, 2, 1),
+        ``"estimate_in"`` (x_n), ``"input"``, ``"dynamic"`` (x_n (x) K), ``"residual"``
+        (dr_n), ``"output"`` (y_n) in [0, 1] units, so that ``output = input + dynamic +
+        residual`` up to the missing terms' None and the ``-1/2`` offset of [-1, 1] -> [0, 1]
+        when ``use_input=False``; and ``"kernels"`` (K, unitless).
 
     Raises:
         ValueError: wrong channel count, bad option, or ``return_scales`` with H or W not a
@@ -244,11 +260,11 @@ class DRBNet(nn.Module):
         self.scales = scales
         self.drbs = nn.ModuleDict({f"d{s}": DynamicResidualBlock(*specs[s], **opts) for s in scales})
 
-    def forward(self, x: torch.Tensor, return_scales: bool = False):
+    def forward(self, x: torch.Tensor, return_scales: bool = False, return_terms: bool = False):
         x = require_image("x", x, channels=self.in_channels)
         h, w = x.shape[-2:]
-        if return_scales and (h % self.multiple or w % self.multiple):
-            raise ValueError(f"return_scales=True needs H and W that are multiples of {self.multiple}, "
+        if (return_scales or return_terms) and (h % self.multiple or w % self.multiple):
+            raise ValueError(f"return_scales/return_terms need H and W that are multiples of {self.multiple}, "
                              f"got {h}x{w}; crop the input (the authors crop to multiples of 16)")
         x, _ = pad_to_multiple(x, self.multiple)
         if self.in_channels == 6:
@@ -266,12 +282,24 @@ class DRBNet(nn.Module):
         f = self.dec2(self.up2(f) + f2); decoded[2] = f
         f = self.dec1(self.up1(f) + f1); decoded[1] = f
         est = F.interpolate(img, scale_factor=1 / self.scales[0], mode="area") if self.scales[0] > 1 else img
-        outs = []
+        outs, terms = [], []
         for i, s in enumerate(self.scales):
             if i > 0:
                 est = F.interpolate(est, scale_factor=2, mode="nearest")
-            est = self.drbs[f"d{s}"](est, decoded[s])
+            if return_terms:
+                x_n = est
+                est, t = self.drbs[f"d{s}"](est, decoded[s], return_terms=True)
+                # to [0, 1] units: images map by (v + 1) / 2, additive terms by v / 2
+                terms.append({"scale": s, "estimate_in": (x_n + 1) / 2, "input": (t["input"] + 1) / 2
+                              if self.drbs[f"d{s}"].use_input else t["input"],
+                              "dynamic": None if t["dynamic"] is None else t["dynamic"] / 2,
+                              "residual": None if t["residual"] is None else t["residual"] / 2,
+                              "kernels": t["kernels"], "output": (est + 1) / 2})
+            else:
+                est = self.drbs[f"d{s}"](est, decoded[s])
             outs.append(est)
+        if return_terms:
+            return terms
         if return_scales:
             return [(o + 1) / 2 for o in outs]
         return ((outs[-1][..., :h, :w] + 1) / 2).clamp(0.0, 1.0)
