@@ -64,6 +64,17 @@ class MDPOutput(NamedTuple):
     sharp: torch.Tensor | None
 
 
+def _scaled_widths(widths, decoder_widths, width: float):
+    """Check the width tuples and multiply every entry by ``width`` (rounded, at least 1)."""
+    width = require_positive("width", width)
+    widths = tuple(require_positive("widths", w, integer=True) for w in widths)
+    dw = tuple(require_positive("decoder_widths", w, integer=True) for w in decoder_widths)
+    if width != 1:
+        widths = tuple(max(1, round(w * width)) for w in widths)
+        dw = tuple(max(1, round(w * width)) for w in dw)
+    return widths, dw
+
+
 class MDPEncoder(nn.Module):
     """Shared encoder ``Enc`` (Eq. 4): 64x2, 128x2, 256x2, 512x1; returns skips and latent."""
 
@@ -128,6 +139,11 @@ class MDP(nn.Module):
     Args:
         stitching: ``"middle"`` (MDP), ``"none"`` or ``"late"`` (supplement Table S1).
         in_channels: input channels (3).
+        widths: the encoder's four widths (64, 128, 256, 512).
+        decoder_widths: each decoder's five widths (1024, 512, 256, 128, 64).
+        width: multiplies every entry of ``widths`` and ``decoder_widths`` (rounded, at
+            least 1); e.g. ``width=0.125`` for a small model that trains on a CPU. The
+            default 1 is the paper's network.
 
     Attributes:
         encoder: shared encoder.
@@ -145,18 +161,20 @@ class MDP(nn.Module):
         >>> left, right, sharp = net(torch.rand(1, 3, 18, 16))
         >>> tuple(left.shape), tuple(sharp.shape)
         ((1, 3, 18, 16), (1, 3, 18, 16))
+        >>> sum(p.numel() for p in MDP(width=0.0625).parameters())   # every layer / 16
+        184177
     """
 
     multiple = 16
 
     def __init__(self, stitching: str = "middle", in_channels: int = 3,
                  widths: tuple[int, ...] = (64, 128, 256, 512),
-                 decoder_widths: tuple[int, ...] = (1024, 512, 256, 128, 64)):
+                 decoder_widths: tuple[int, ...] = (1024, 512, 256, 128, 64),
+                 width: float = 1.0):
         super().__init__()
         self.stitching = require_choice("stitching", stitching, STITCHING)
         self.in_channels = require_positive("in_channels", in_channels, integer=True)
-        widths = tuple(require_positive("widths", w, integer=True) for w in widths)
-        dw = tuple(require_positive("decoder_widths", w, integer=True) for w in decoder_widths)
+        widths, dw = _scaled_widths(widths, decoder_widths, width)
         if len(widths) != 4 or len(dw) != 5:
             raise ValueError(f"widths needs 4 and decoder_widths 5 entries, got {widths} and {dw}")
         e1, e2 = widths[0], widths[1]
@@ -219,6 +237,8 @@ class MDPSingleTask(nn.Module):
         in_channels: input channels (3).
         widths: encoder widths.
         decoder_widths: five decoder widths (bottleneck, 1/8, 1/4, 1/2, 1).
+        width: multiplies every width, as in :class:`MDP`; ``MDPSingleTask(width=w)`` keeps
+            roughly the capacity of ``MDP(width=w)`` (both counts scale about as ``w**2``).
 
     Shape:
         ``(B, 3, H, W)`` -> :class:`MDPOutput` with ``sharp`` (deblur) or ``left`` and ``right``
@@ -234,12 +254,12 @@ class MDPSingleTask(nn.Module):
 
     def __init__(self, task: str = "deblur", in_channels: int = 3,
                  widths: tuple[int, ...] = (64, 128, 256, 512),
-                 decoder_widths: tuple[int, ...] = SINGLE_TASK_DECODER_WIDTHS):
+                 decoder_widths: tuple[int, ...] = SINGLE_TASK_DECODER_WIDTHS,
+                 width: float = 1.0):
         super().__init__()
         self.task = require_choice("task", task, ("deblur", "views"))
         self.in_channels = require_positive("in_channels", in_channels, integer=True)
-        widths = tuple(require_positive("widths", w, integer=True) for w in widths)
-        dw = tuple(require_positive("decoder_widths", w, integer=True) for w in decoder_widths)
+        widths, dw = _scaled_widths(widths, decoder_widths, width)
         if len(widths) != 4 or len(dw) != 5:
             raise ValueError(f"widths needs 4 and decoder_widths 5 entries, got {widths} and {dw}")
         self.encoder = MDPEncoder(in_channels, widths)
