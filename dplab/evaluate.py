@@ -173,6 +173,7 @@ def evaluate(
     max_images: int | None = None,
     warmup: int = 1,
     progress: bool = False,
+    lpips: Callable | None = None,
 ) -> Table:
     """Run ``method`` over ``dataset`` and return per-image PSNR, SSIM, MAE and time.
 
@@ -189,10 +190,14 @@ def evaluate(
         max_images: evaluate only the first images.
         warmup: untimed runs on the first image before timing (CUDA kernels, caches).
         progress: show a progress bar.
+        lpips: optional LPIPS metric (e.g. :func:`dplab.lpips.load_lpips`), or any callable
+            ``lpips(pred, target) -> (1,)`` on images in [0, 1]; adds an ``"lpips"`` column
+            (computed after timing, on ``device``). Default None: no LPIPS column.
 
     Returns:
-        A :class:`Table`: rows ``{"image", "psnr", "ssim", "mae", "time_s"}`` and a final
-        ``"mean"`` row; ``table.params`` is the parameter count.
+        A :class:`Table`: rows ``{"image", "psnr", "ssim", "mae", "time_s"}`` (plus
+        ``"lpips"`` after ``"mae"`` when given) and a final ``"mean"`` row; ``table.params``
+        is the parameter count.
 
     Raises:
         KeyError: a sample lacks ``target_key`` (or the method's dict lacks ``output_key``).
@@ -215,6 +220,9 @@ def evaluate(
     elif isinstance(getattr(method, "model", None), torch.nn.Module):
         method.model.to(device).eval()
     label = name or getattr(method, "__name__", None) or type(method).__name__
+    if isinstance(lpips, torch.nn.Module):
+        lpips = lpips.to(device).eval()
+    metrics = (*METRICS, "lpips") if lpips is not None else METRICS
 
     def run(batch):
         out = method(batch)
@@ -245,33 +253,36 @@ def evaluate(
             )
         pred = pred.float().clamp(0, 1) if clip else pred.float()
         target = target.float()
-        rows.append(
-            {
-                "image": str(sample.get("name", i)),
-                "psnr": float(_metrics.psnr(pred, target)[0]),
-                "ssim": float(_metrics.ssim(pred, target)[0]),
-                "mae": float(_metrics.mae(pred, target)[0]),
-                "time_s": elapsed,
-            }
-        )
+        row = {
+            "image": str(sample.get("name", i)),
+            "psnr": float(_metrics.psnr(pred, target)[0]),
+            "ssim": float(_metrics.ssim(pred, target)[0]),
+            "mae": float(_metrics.mae(pred, target)[0]),
+        }
+        if lpips is not None:
+            row["lpips"] = float(torch.as_tensor(lpips(pred, target)).reshape(-1)[0])
+        row["time_s"] = elapsed
+        rows.append(row)
     mean = {"image": "mean"}
-    for key in (*METRICS, "time_s"):
+    for key in (*metrics, "time_s"):
         mean[key] = sum(r[key] for r in rows) / len(rows)
     rows.append(mean)
-    return Table(rows, method=label, params=count_parameters(method), columns=["image", *METRICS, "time_s"])
+    return Table(rows, method=label, params=count_parameters(method), columns=["image", *metrics, "time_s"])
 
 
-def compare(methods: Mapping[str, Callable], dataset, **kwargs) -> Table:
+def compare(methods: Mapping[str, Callable], dataset, *, lpips: Callable | None = None, **kwargs) -> Table:
     """Evaluate several methods on one dataset: one row of means per method.
 
     Args:
         methods: ``{name: method}``.
         dataset: as :func:`evaluate`.
+        lpips: optional LPIPS metric, see :func:`evaluate`; adds an ``"lpips"`` column.
         **kwargs: passed to :func:`evaluate`.
 
     Returns:
-        A :class:`Table` with rows ``{"method", "psnr", "ssim", "mae", "time_s", "params"}``;
-        each method's per-image table is in ``table.details[name]``.
+        A :class:`Table` with rows ``{"method", "psnr", "ssim", "mae", "time_s", "params"}``
+        (plus ``"lpips"`` after ``"mae"`` when given); each method's per-image table is in
+        ``table.details[name]``.
 
     Example:
         >>> data = [{"name": "a", "combined": torch.full((3, 8, 8), 0.5), "sharp": torch.full((3, 8, 8), 0.5)}]
@@ -281,12 +292,13 @@ def compare(methods: Mapping[str, Callable], dataset, **kwargs) -> Table:
     """
     if not methods:
         raise ValueError("methods is empty")
+    metrics = (*METRICS, "lpips") if lpips is not None else METRICS
     rows, details = [], {}
     for label, method in methods.items():
-        table = evaluate(method, dataset, name=label, **kwargs)
+        table = evaluate(method, dataset, name=label, lpips=lpips, **kwargs)
         details[label] = table
-        row = {"method": label, **{k: table.mean[k] for k in (*METRICS, "time_s")}, "params": table.params}
+        row = {"method": label, **{k: table.mean[k] for k in (*metrics, "time_s")}, "params": table.params}
         rows.append(row)
-    out = Table(rows, columns=["method", *METRICS, "time_s", "params"])
+    out = Table(rows, columns=["method", *metrics, "time_s", "params"])
     out.details = details
     return out

@@ -303,15 +303,9 @@ class VGG19Features(nn.Sequential):
         num_layers = require_positive("num_layers", num_layers, integer=True)
         if num_layers > 37:
             raise ValueError(f"num_layers must be <= 37 (VGG-19 features), got {num_layers}")
-        layers: list[nn.Module] = []
-        cin = 3
-        for v in _VGG19_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=False)]
-                cin = v
-        super().__init__(*layers[:num_layers])
+        from .lpips import vgg_layers  # one builder for the VGG-16 (LPIPS) and VGG-19 stacks
+
+        super().__init__(*vgg_layers(_VGG19_CFG)[:num_layers])
 
 
 def default_vgg19_path() -> Path:
