@@ -57,6 +57,9 @@ def check(metrics, output_dir):
     assert m["t6_full_psnr"] > m["t6_baseline_psnr"] + 2
     assert abs(m["t3_stage2_dp_psnr"] - m["ex2_psnr"]) < 3
     for key, value in m.items():
+        if value is None:  # an ablation row this profile does not run
+            assert key.startswith("t6_"), key
+            continue
         if key.startswith(("t3_", "t6_")) and key.endswith("psnr"):
             assert 5 < value < 60, (key, value)
         if key.startswith(("t3_", "t6_")) and key.endswith("ssim"):
