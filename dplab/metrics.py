@@ -24,7 +24,11 @@ import torch.nn.functional as F
 
 from ._validate import require_image, require_positive
 
-__all__ = ["mse", "psnr", "ssim", "mae"]
+# Defocus-map metrics (Garg et al., ICCV 2019) live in metrics_defocus; re-exported here so
+# that every metric is reachable as dplab.metrics.<name>.
+from .metrics_defocus import aiwe1, aiwe2, spearman_error  # noqa: E402
+
+__all__ = ["mse", "psnr", "ssim", "mae", "aiwe1", "aiwe2", "spearman_error"]
 
 
 def _pair(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
