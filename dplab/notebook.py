@@ -19,13 +19,13 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._io import atomic_file
 from ._validate import require_choice, require_number
 from .data.manifest import data_root
 
@@ -59,16 +59,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def write_json_atomic(path: Path | str, payload: dict) -> Path:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
     return path
 
 

@@ -39,15 +39,14 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._io import atomic_file
 from .distortion import RDPD_DISTORTION_COEFFS
 from .notebook import write_json_atomic
 from .optics import RDPD_CAMERA_SETS, RDPD_COC_CLIP_PX
@@ -237,15 +236,8 @@ def _arrays(s, b: int) -> dict:
 # ----------------------------------------------------------------------------- files
 def _write_bytes(path: Path, data: bytes) -> None:
     """Write through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

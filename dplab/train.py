@@ -39,7 +39,7 @@ import csv
 import io
 import os
 import random
-import tempfile
+import tempfile  # noqa: F401  (the doctests use it)
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ._io import atomic_file
 from ._validate import require_choice, require_number, require_positive
 from .notebook import write_json_atomic
 
@@ -235,17 +236,8 @@ def save_checkpoint_atomic(payload: dict, path: Path | str) -> Path:
         [1.0, 1.0]
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, fsync=True) as handle:
+        torch.save(payload, handle)
     return path
 
 
@@ -688,10 +680,8 @@ class Trainer:
             writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-            fd, tmp = tempfile.mkstemp(dir=self.output_dir, prefix=".log.csv.", suffix=".tmp")
-            with os.fdopen(fd, "w", newline="") as handle:
+            with atomic_file(self.log_csv, "w", newline="") as handle:
                 handle.write(buffer.getvalue())
-            os.replace(tmp, self.log_csv)
 
     def _log_row(self, row: dict) -> None:
         if not self.is_main:

@@ -14,13 +14,13 @@ files that use only None/Sub/Up, such as those :func:`write_png` makes, take a r
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .._io import atomic_file
 
 __all__ = ["PNGError", "read_png", "write_png", "png_info"]
 
@@ -250,14 +250,7 @@ def write_png(path: Path | str, image: np.ndarray, *, overwrite: bool = False, c
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = _encode(np.ascontiguousarray(image), compress_level)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(payload)
     return path
