@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ._validate import (require_choice, require_image, require_kernel, require_number,
                         require_positive, require_tensor)
-from .deconv import PHI2, SIGMA2, _scales_tensor, _spectrum, bias_correction
+from .deconv import PHI2, SIGMA2, _kernel_pair, _scales_tensor, _spectrum, bias_correction
 from .fftconv import _pad_index, fast_len
 from .psf import rescale_kernel
 
@@ -410,12 +410,7 @@ class KernelGrid:
 
 def _grid_kernels(k_left, k_right):
     """``(kh, kw)`` or ``(R, C, kh, kw)`` kernel pairs -> ``(R*C, kh, kw)`` each and ``(R, C)``."""
-    k_left, k_right = require_kernel("k_left", k_left), require_kernel("k_right", k_right)
-    if k_left.shape != k_right.shape:
-        raise ValueError(f"k_left and k_right must have the same shape, got {tuple(k_left.shape)} "
-                         f"and {tuple(k_right.shape)}")
-    if k_left.device != k_right.device:
-        raise ValueError(f"k_left is on {k_left.device} but k_right is on {k_right.device}")
+    k_left, k_right = _kernel_pair(k_left, k_right)  # same checks as the Wiener functions
     if k_left.ndim == 2:
         grid = (1, 1)
     elif k_left.ndim == 4:
