@@ -2,6 +2,8 @@
 #   make test   creates .venv if missing, installs, runs the whole test suite
 #   make book   creates .venv if missing, installs, executes every chapter (book profile)
 #               and builds the HTML book into _build/html
+#   make bench  runs every speed benchmark (CPU, and CUDA when present) and saves the JSON record
+#               into benchmarks/results/, which the book's appendix (book/performance) shows
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +12,7 @@ STAMP  := $(VENV)/.installed
 JB_FLAGS ?= -W -n --keep-going
 PYTEST_ARGS ?=
 
-.PHONY: venv test book lab vendor clean clean-cache
+.PHONY: venv test book bench lab vendor clean clean-cache
 
 venv: $(STAMP)
 
@@ -24,10 +26,11 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	MPLBACKEND=agg $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The jupyter cache keys on notebook code only; a change in dplab/ must re-execute the book.
+# The jupyter cache keys on notebook code only; a change in dplab/ (or a new benchmark record,
+# which the performance appendix shows) must re-execute the book.
 _build/.dplab-hash: FORCE
 	@mkdir -p _build
-	@new=$$(find dplab -name '*.py' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); \
+	@new=$$( { find dplab -name '*.py' -print0; find benchmarks/results -name '*.json' -print0 2>/dev/null; } | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); \
 	 old=$$(cat $@ 2>/dev/null); \
 	 if [ "$$new" != "$$old" ]; then \
 	   echo "dplab changed: dropping the execution cache"; rm -rf _build/.jupyter_cache; \
@@ -36,6 +39,11 @@ _build/.dplab-hash: FORCE
 book: $(STAMP) _build/.dplab-hash
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+# BENCH_ARGS, e.g. "--devices cuda" or "--cpu-scale 0.5 --threads 2" (see benchmarks/suite.py --help).
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/suite.py --json benchmarks/results/ $(BENCH_ARGS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab book/

@@ -12,6 +12,13 @@ from pathlib import Path
 __all__ = ["atomic_file"]
 
 
+def _umask() -> int:
+    """The process umask (reading it requires setting it; restore at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(path: Path | str, mode: str = "wb", *, fsync: bool = False, **open_kwargs):
     """Open a temporary file beside ``path``; on success rename it over ``path``.
@@ -38,6 +45,8 @@ def atomic_file(path: Path | str, mode: str = "wb", *, fsync: bool = False, **op
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
