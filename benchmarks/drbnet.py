@@ -2,11 +2,11 @@
 
 Both networks at the paper's width (11,689,616 and 11,690,480 parameters, random weights: the
 time does not depend on the values) run on one random 1120x1680 image under
-``torch.inference_mode``. On CPU each model is timed once after no warm-up (a full-size pass
-takes tens of seconds on a laptop; the whole script stays around two minutes on 2 cores); on
-CUDA (``--device cuda``, or ``auto`` when present) after two warm-up runs, the median of
-``--repeats`` runs with synchronisation. Also printed: the peak resident memory of the process
-(CPU) or the peak allocated GPU memory.
+``torch.inference_mode`` (:func:`networks.inference_rows`). On the CPU each model is timed once
+at full size after a warm-up on a small crop (a full-size pass takes tens of seconds on a
+laptop); on CUDA (``--device cuda``, or ``auto`` when present) after a warm-up, the best of
+``--repeats`` runs with synchronisation, in fp32 and with autocast. Also printed: the peak
+resident memory of the process (CPU) or the peak allocated GPU memory.
 
     .venv/bin/python benchmarks/drbnet.py [--device auto|cpu|cuda] [--repeats N] [--threads N]
         [--size HxW]
@@ -15,35 +15,24 @@ CUDA (``--device cuda``, or ``auto`` when present) after two warm-up runs, the m
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
-import statistics
-import time
 
 import torch
 
-from dplab.models import build
+from bench_common import device_name, format_table
+from networks import inference_rows
 
 
-def time_model(model, x, device, repeats: int, warmup: int) -> list[float]:
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
-    return times
+def rows(device, size=(1120, 1680), *, scale: float = 1.0, repeats: int | None = None) -> list[dict]:
+    """Result rows of ``drbnet`` and ``drbnet_dual`` inference (see :func:`networks.inference_rows`)."""
+    return [r for name in ("drbnet", "drbnet_dual")
+            for r in inference_rows(name, device, size, scale=scale, repeats=repeats)]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default: 1 on CPU, 10 on CUDA)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default: 1 on CPU, 5 on CUDA)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--size", default="1120x1680", help="H x W (default: DPDD's 1120x1680)")
     args = ap.parse_args(argv)
@@ -51,29 +40,17 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                        else ("cpu" if args.device == "auto" else args.device))
-    h, w = (int(v) for v in args.size.lower().split("x"))
-    repeats = args.repeats or (10 if dev.type == "cuda" else 1)
-    warmup = 2 if dev.type == "cuda" else 0
-    print(f"DRBNet inference, {h}x{w}, device {dev} "
-          f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}, {repeats} timed run(s), {warmup} warm-up")
-    g = torch.Generator().manual_seed(0)
-    for name, channels in (("drbnet", 3), ("drbnet_dual", 6)):
-        torch.manual_seed(0)
-        model = build(name).eval().to(dev)
-        n = sum(p.numel() for p in model.parameters())
-        x = torch.rand(1, channels, h, w, generator=g).to(dev)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        times = time_model(model, x, dev, repeats, warmup)
-        med = statistics.median(times)
-        mem = (f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if dev.type == "cuda"
-               else f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-        print(f"{name:12s} {n:>12,d} params  {med:8.3f} s/image (median of {len(times)}; "
-              f"min {min(times):.3f}, max {max(times):.3f})  {1 / med:7.3f} images/s  {mem}")
-        del model, x
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+    try:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        ap.error(f"--size must be HxW, got {args.size!r}")
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    print(f"# DRBNet inference, {h}x{w}, device {dev} ({device_name(dev)}), torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    print(format_table(rows(dev, (h, w), repeats=args.repeats)))
+    print(f"# peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if dev.type == "cuda"
+          else f"# peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
 
 
 if __name__ == "__main__":

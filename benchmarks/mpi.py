@@ -6,7 +6,10 @@ else a synthetic grid of Butterworth DP kernels of the same size). Prints the ti
 iteration on each device (median over the timed iterations, the first iteration excluded) and
 the extrapolated time of the paper's 10,000 iterations (the paper: about 2 hours on an Nvidia
 Titan RTX with the authors' JAX code). The CPU part runs only a few iterations (each takes
-seconds).
+seconds). :func:`rows` returns the figures as result rows for ``benchmarks/suite.py``; their
+reference is the paper's reported time (there is no direct-convolution MPI in dplab to time:
+a spatial 61x61 blur of 12 layers, two views, forward and backward, costs minutes per
+iteration on a CPU).
 
     .venv/bin/python benchmarks/mpi.py [--cpu-iterations 2] [--cuda-iterations 30]
         [--size 1008 1344] [--layers 12] [--threads N] [--blend 8] [--data-dir DIR]
@@ -22,6 +25,7 @@ import time
 
 import torch
 
+from bench_common import make_row
 from dplab.mpi import optimize
 from dplab.psf import butterworth_dp
 
@@ -60,6 +64,39 @@ def time_device(device, iterations, left, right, kl, kr, layers, blend):
     steps = [b - a for a, b in zip(stamps[:-1], stamps[1:])]
     per_it = statistics.median(steps[1:] if len(steps) > 1 else steps)
     return per_it, total
+
+
+#: Xin et al. (ICCV 2021), supplement: 10,000 Adam iterations in about 2 hours on a Titan RTX.
+PAPER_SECONDS_PER_ITERATION = 2 * 3600 / 10_000
+
+
+def rows(device, size=(1008, 1344), layers: int = 12, iterations: int = 3, *, scale: float = 1.0,
+         blend: int = 8, data_dir=None) -> list[dict]:
+    """Seconds per Adam iteration of :func:`dplab.mpi.optimize` (Xin et al. Sec. 4.3) as a row.
+
+    The scene is ``size`` (split into the 6x8 kernel grid); with ``scale < 1`` it is that
+    fraction of height and width (rounded to the grid) and the time is scaled by pixel count
+    (``extrapolated``). The reference is the paper's time per iteration (2 h / 10,000 on a Titan
+    RTX, JAX), labelled as the paper's: it is not measured in this run.
+    """
+    device = torch.device(device)
+    h_full, w_full = (int(v) for v in size)
+    if h_full % 6 or w_full % 8 or h_full // 6 != w_full // 8 or int(iterations) < 2 or not 0 < scale <= 1:
+        raise ValueError(f"size must split into a 6x8 grid of square cells, iterations >= 2 and scale in "
+                         f"(0, 1]; got {size}, {iterations}, {scale}")
+    cell = max(2 * blend + 2, round(h_full // 6 * scale))  # square cells, as the Pixel 4 grid (168 px)
+    h, w = 6 * cell, 8 * cell
+    kl, kr, what = kernels(data_dir)
+    left, right = scene(h, w)
+    per_it, total = time_device(device, iterations, left, right, kl, kr, layers, blend)
+    per_full = per_it * (h_full * w_full) / (h * w)
+    extrapolated = (h, w) != (h_full, w_full)
+    timed = "iteration 2 (the first excluded)" if iterations == 2 else f"median of iterations 2-{iterations}"
+    note = (f"{layers} layers, {what}; {timed}"
+            + (f"; measured {per_it:.3f} s on {w}x{h}, scaled by pixel count" if extrapolated else ""))
+    return [make_row("MPI optimize, one Adam iteration", device, "fp32", f"{w_full}x{h_full}, {layers} layers",
+                     per_full, unit="iter/s", reference="paper: Titan RTX, JAX (2 h / 10k iterations)",
+                     reference_seconds=PAPER_SECONDS_PER_ITERATION, extrapolated=extrapolated, note=note)]
 
 
 def main():

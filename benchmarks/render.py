@@ -10,7 +10,8 @@ is timed in the same run on a full-height strip one twentieth as wide that holds
 the same PSFs (100 layers), next to the FFT renderer on that strip; its full-frame times at
 100 and 500 layers are extrapolated from the multiply-adds conv2d performs on each plan and
 the rate measured on the strip. Then: how the FFT time grows with the number of layers and
-with the resolution.
+with the resolution. :func:`rows` returns the FFT-vs-direct figures as result rows for
+``benchmarks/suite.py``.
 
     .venv/bin/python benchmarks/render.py [--device cuda] [--quick] [--threads N]
 """
@@ -25,6 +26,7 @@ import time
 
 import torch
 
+from bench_common import make_row
 from dplab.render import quantize_coc, render_views
 from dplab.scenes import load_image
 
@@ -83,6 +85,51 @@ def peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def rows(device, size=(1120, 1680), layers: int = 100, *, scale: float = 1.0, strip: int = 20,
+         chunk_mb: float = 512.0, repeats: int = 2) -> list[dict]:
+    """FFT layered renderer vs the direct-convolution reference, as result rows.
+
+    Row 1, ``render_views FFT``: one DP pair of the benchmark scene at ``size`` with ``layers``
+    layers (alpha compositing, RDPD Sec. 3). With ``scale < 1`` the scene is rendered at that
+    fraction of height and width (same CoC values in px) and the time is scaled by pixel count
+    (``extrapolated``). Its reference is ``backend="direct"`` (same layers, windows and PSFs)
+    at the full ``size``, extrapolated from its multiply-adds and the rate measured on a strip
+    one ``strip``-th as wide in this run. Row 2, ``render_views strip``: both backends measured
+    on that strip, no extrapolation.
+    """
+    device = torch.device(device)
+    h_full, w_full = (int(v) for v in size)
+    if not 0 < scale <= 1 or int(strip) < 1 or int(layers) < 1:
+        raise ValueError(f"scale must be in (0, 1], strip and layers >= 1; got {scale}, {strip}, {layers}")
+    H, W = max(32, round(h_full * scale)), max(32, round(w_full * scale))
+    img, coc = scene(H, W, device)
+    render_views(img[..., :32, :32], coc[..., :32, :32])  # warm-up
+    cq, got = layered(coc, layers)
+    t_fft, _ = timed(lambda: render_views(img, cq, chunk_mb=chunk_mb), device, repeats=repeats)
+    per_full = t_fft * (h_full * w_full) / (H * W)
+
+    sw = max(8, W // strip)
+    x0 = (W - sw) // 2
+    s_img, s_coc = img[..., x0:x0 + sw], cq[..., x0:x0 + sw]
+    t_sfft, a = timed(lambda: render_views(s_img, s_coc, chunk_mb=chunk_mb), device)
+    t_sdir, b = timed(lambda: render_views(s_img, s_coc, backend="direct", chunk_mb=chunk_mb), device)
+    diff = max(float((p - q).abs().max()) for p, q in zip(a[:2], b[:2]))
+    rate = direct_macs(s_coc, img.shape[1], chunk_mb) / t_sdir
+    _, coc_full = scene(h_full, w_full, "cpu")
+    macs = direct_macs(layered(coc_full, layers)[0], img.shape[1], chunk_mb)
+    extrapolated = (H, W) != (h_full, w_full)
+    note = (f"{got} layers; direct extrapolated: {macs:.2e} MACs at {rate / 1e9:.2f} GMAC/s measured on the strip"
+            + (f"; FFT measured {t_fft:.2f} s on {W}x{H}, scaled by pixel count" if extrapolated else ""))
+    return [
+        make_row(f"render_views FFT, {got} layers", device, "fp32", f"{w_full}x{h_full} DP pair", per_full,
+                 unit="pairs/s", reference="direct conv2d renderer (MAC-extrapolated)",
+                 reference_seconds=macs / rate, extrapolated=extrapolated, note=note),
+        make_row(f"render_views strip, {got} layers", device, "fp32", f"{sw}x{H} DP pair", t_sfft,
+                 unit="pairs/s", reference="direct conv2d renderer", reference_seconds=t_sdir,
+                 note=f"both measured; max abs difference {diff:.1e}"),
+    ]
 
 
 def main():
