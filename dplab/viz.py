@@ -660,3 +660,47 @@ def panel_grid(rows, col_titles=None, row_labels=None, *, size=1.8, cmaps=None, 
 
 __all__ += ["wiggle_gif", "wiggle_widget", "aperture_reference", "edge_band", "horizontal_shift",
             "panel_grid"]
+
+
+def markdown_table(rows, columns, *, headers=None, formats=None, missing="–") -> str:
+    """A list of dict rows as a Markdown table (for ``IPython.display.Markdown``).
+
+    Args:
+        rows: dicts holding the ``columns`` keys.
+        columns: keys, in column order.
+        headers: column titles (default the keys).
+        formats: ``{key: format spec or callable}`` (e.g. ``{"psnr": ".2f"}``); other values
+            are printed with ``str``.
+        missing: text for a missing or None value.
+
+    Example:
+        >>> print(markdown_table([{"m": "a", "psnr": 20.123}, {"m": "b", "psnr": None}], ["m", "psnr"],
+        ...                      formats={"psnr": ".1f"}))
+        | m | psnr |
+        | --- | --- |
+        | a | 20.1 |
+        | b | – |
+    """
+    columns = list(columns)
+    if not columns:
+        raise ValueError("columns is empty")
+    headers = list(headers) if headers is not None else columns
+    if len(headers) != len(columns):
+        raise ValueError(f"headers has {len(headers)} entries for {len(columns)} columns")
+    formats = dict(formats or {})
+
+    def cell(row, key):
+        value = row.get(key) if isinstance(row, dict) else None
+        if value is None:
+            return missing
+        fmt = formats.get(key)
+        if callable(fmt):
+            return str(fmt(value))
+        return format(value, fmt) if fmt else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(cell(r, k) for k in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+__all__ += ["markdown_table"]
