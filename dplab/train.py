@@ -250,7 +250,9 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
 
     Returns:
         The checkpoint dict; a trainer checkpoint has ``"model"`` (a state dict), ``"step"``,
-        ``"optimizer"``, ``"scheduler"``, ``"rng"``, ``"best"`` and ``"config"``.
+        ``"optimizer"``, ``"scheduler"``, ``"rng"``, ``"best"`` and ``"config"``, and
+        ``"model_spec"`` when the model was made by :func:`dplab.models.build` (see
+        :func:`dplab.models.from_checkpoint`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -611,7 +613,14 @@ class Trainer:
             "best": dict(self.best),
             "last_val_step": self._last_val_step,
             "config": _plain({k: v for k, v in self.config.items()}),
+            **self._model_spec(),
         }
+
+    def _model_spec(self) -> dict:
+        """``{"model_spec": ...}`` when the model was made by :func:`dplab.models.build` (so
+        :func:`dplab.models.from_checkpoint` can rebuild it), else ``{}``."""
+        spec = getattr(self.model, "dplab_spec", None)
+        return {"model_spec": _plain(spec)} if isinstance(spec, dict) else {}
 
     def save(self, path: Path | str | None = None) -> Path | None:
         """Write a checkpoint atomically (main process only); default ``checkpoints/last.pt``."""
@@ -810,7 +819,7 @@ class Trainer:
             if better:
                 self.best = {"metric": metric, "value": value, "step": self.step}
                 save_checkpoint_atomic({"format": CHECKPOINT_FORMAT, "step": self.step, "metric": metric, "value": value,
-                                        "model": self.model.state_dict()}, self.best_path)
+                                        "model": self.model.state_dict(), **self._model_spec()}, self.best_path)
             self.val_history.append(result)
             self._log_row(result)
         self._last_val_step = self.step

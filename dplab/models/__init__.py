@@ -36,7 +36,7 @@ from .mdp import MDP, MDP_PARAMS, MDPOutput, MDPSingleTask
 from .rdpd import RDPD, RDPD_PARAMS, radial_distance_map
 
 __all__ = [
-    "build", "list_models", "count_parameters", "REFERENCE_PARAMS",
+    "build", "list_models", "count_parameters", "REFERENCE_PARAMS", "model_spec", "from_checkpoint",
     "DPDNet", "RDPD", "DRBNet", "MDP", "MDPSingleTask", "MDPOutput",
     "ConvLSTM", "ConvLSTMCell", "LSTMState", "DynamicResidualBlock", "apply_pixel_kernels",
     "radial_distance_map", "pad_to_multiple", "DRBNET_VARIANTS",
@@ -108,9 +108,110 @@ def build(name: str, **cfg) -> nn.Module:
     """
     require_choice("name", name, list_models())
     try:
-        return _REGISTRY[name](**cfg)
+        model = _REGISTRY[name](**cfg)
     except TypeError as exc:
         raise TypeError(f"build({name!r}): {exc}") from None
+    # Self-description: dplab.train.Trainer stores it in its checkpoints ("model_spec"), so
+    # from_checkpoint can rebuild the network without knowing the chapter's widths.
+    # (Options that are not plain values, e.g. a module, leave the model without a spec.)
+    try:
+        model.dplab_spec = {"name": name, "kwargs": _plain_spec(cfg)}
+    except TypeError:
+        pass
+    return model
+
+
+def _plain_spec(value):
+    """A copy of build options as plain containers (tuples -> lists), safe for
+    ``torch.load(..., weights_only=True)``; other objects cannot be recorded."""
+    if isinstance(value, dict):
+        return {str(k): _plain_spec(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_spec(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"build option value {value!r} ({type(value).__name__}) cannot be recorded in a "
+                    "checkpoint; pass numbers, strings, booleans, None or lists/tuples of them")
+
+
+def _tuples(value):
+    """Lists (as a checkpoint stores tuples) back to tuples, recursively."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def model_spec(model: nn.Module) -> dict | None:
+    """The ``{"name", "kwargs"}`` that :func:`build` recorded on ``model``, or None for a
+    module not made by :func:`build`.
+
+    Example:
+        >>> model_spec(build("dpdnet", widths=(4, 4, 4, 4)))
+        {'name': 'dpdnet', 'kwargs': {'widths': [4, 4, 4, 4]}}
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    spec = getattr(model, "dplab_spec", None)
+    return dict(spec) if isinstance(spec, dict) else None
+
+
+def _chapter_hint(path) -> str:
+    parts = list(getattr(path, "parts", ()))
+    if "outputs" in parts and parts.index("outputs") + 1 < len(parts):
+        name = parts[parts.index("outputs") + 1]
+        return f"re-run the chapter that wrote it (book/{name}.ipynb) so that it saves a model spec"
+    return "re-run the chapter or script that trained it with the current dplab (its Trainer saves the spec)"
+
+
+def from_checkpoint(path, map_location="cpu") -> nn.Module:
+    """Rebuild a network from a checkpoint written by :class:`dplab.train.Trainer` and load
+    its weights, without knowing the widths or options it was built with.
+
+    The trainer stores the registry name and options that :func:`build` recorded on the
+    model (``checkpoint["model_spec"]``); this builds the same network and loads
+    ``checkpoint["model"]`` strictly.
+
+    Args:
+        path: a ``last.pt`` / ``best.pt`` file of the trainer.
+        map_location: device of the loaded tensors (and of the returned model).
+
+    Returns:
+        The network in eval mode on ``map_location``; ``model.dplab_spec`` holds its spec.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the checkpoint has no ``"model"`` state dict or no ``"model_spec"`` (it
+            was written before dplab recorded specs, or by a model not made with
+            :func:`build`); the message says which chapter to re-run.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from pathlib import Path
+        >>> net = build("dpdnet", widths=(4, 4, 4, 4))
+        >>> p = Path(tempfile.mkdtemp()) / "c.pt"
+        >>> torch.save({"model": net.state_dict(), "model_spec": model_spec(net)}, p)
+        >>> count_parameters(from_checkpoint(p)) == count_parameters(net)
+        True
+    """
+    from pathlib import Path
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a dplab trainer checkpoint (no 'model' state dict)")
+    spec = state.get("model_spec")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"checkpoint {path} has no 'model_spec', so the network it holds cannot be rebuilt "
+                         f"without knowing its options; {_chapter_hint(path)}")
+    model = build(spec["name"], **_tuples(dict(spec.get("kwargs") or {})))
+    model.load_state_dict(state["model"])
+    return model.to(map_location).eval()
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
