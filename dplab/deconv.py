@@ -603,6 +603,18 @@ def _hypothesis_stack(k_left, k_right):
     return k_left, k_right
 
 
+def _true_and_hypotheses(k_left_true, k_right_true, k_left, k_right):
+    """The true pair ``(kh, kw)`` and the hypothesis stack ``(D, kh, kw)``, checked to match."""
+    tl, tr = _kernel_pair(k_left_true, k_right_true)
+    if tl.ndim != 2:
+        raise ValueError(f"k_left_true must have shape (kh, kw), got {tuple(tl.shape)}")
+    kls, krs = _hypothesis_stack(k_left, k_right)
+    if tl.shape != kls.shape[-2:]:
+        raise ValueError(f"true and hypothesis kernels must have the same size, got "
+                         f"{tuple(tl.shape)} and {tuple(kls.shape[-2:])}")
+    return tl, tr, kls, krs
+
+
 def _single_scene(scene) -> torch.Tensor:
     scene = require_image("scene", scene)
     if scene.shape[:2] != (1, 1):
@@ -743,13 +755,7 @@ def scene_expected_energy(scene, k_left_true, k_right_true, k_left, k_right, sig
         (True, True)
     """
     scene = _single_scene(scene)
-    tl, tr = _kernel_pair(k_left_true, k_right_true)
-    if tl.ndim != 2:
-        raise ValueError(f"k_left_true must have shape (kh, kw), got {tuple(tl.shape)}")
-    kls, krs = _hypothesis_stack(k_left, k_right)
-    if tl.shape != kls.shape[-2:]:
-        raise ValueError(f"true and hypothesis kernels must have the same size, got "
-                         f"{tuple(tl.shape)} and {tuple(kls.shape[-2:])}")
+    tl, tr, kls, krs = _true_and_hypotheses(k_left_true, k_right_true, k_left, k_right)
     sigma2, phi2 = _constants(sigma2, phi2)
     H, W = scene.shape[-2:]
     f64 = torch.float64
@@ -832,13 +838,7 @@ def noise_bias_trials(k_left_true, k_right_true, k_left, k_right, noise_sigma, t
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    tl, tr = _kernel_pair(k_left_true, k_right_true)
-    if tl.ndim != 2:
-        raise ValueError(f"k_left_true must have shape (kh, kw), got {tuple(tl.shape)}")
-    kls, krs = _hypothesis_stack(k_left, k_right)
-    if tl.shape != kls.shape[-2:]:
-        raise ValueError(f"true and hypothesis kernels must have the same size, got "
-                         f"{tuple(tl.shape)} and {tuple(kls.shape[-2:])}")
+    tl, tr, kls, krs = _true_and_hypotheses(k_left_true, k_right_true, k_left, k_right)
     sigma = float(require_positive("noise_sigma", noise_sigma))
     trials = require_positive("trials", trials, integer=True)
     chunk = require_positive("chunk", chunk, integer=True)

@@ -17,13 +17,7 @@ from dplab.mpi_losses import (LossWeights, charbonnier, collision_entropy, edge_
 from dplab.psf import butterworth_dp, rescale_kernel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine shares 2 cores; one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layers(values):

@@ -11,12 +11,7 @@ from dplab.deconv import (bias_correction, energy_curve, expected_energy, noise_
 from dplab.psf import butterworth_dp
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _roll_blur_np(img, k):
