@@ -57,17 +57,24 @@ class NotebookRunner:
         self.workdir = workdir
         self.runs: dict[Path, NotebookRun] = {}
 
-    def run(self, notebook: Path) -> NotebookRun:
-        if notebook not in self.runs:
+    def run(self, notebook: Path, *, without_data: bool = False) -> NotebookRun:
+        """Execute ``notebook`` once (per variant). ``without_data`` points ``data_dir`` at an
+        empty folder, as for a reader who has none of the real datasets."""
+        key = (notebook, without_data)
+        if key not in self.runs:
             import papermill
 
             # Headless, but figures must still reach the notebook: the inline backend renders
             # with Agg and emits PNG outputs, whereas plain "agg" would silently drop them.
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
             rel = notebook.relative_to(ROOT)
-            executed = self.workdir / "executed" / rel
+            variant = "no_data" if without_data else "with_data"
+            executed = self.workdir / variant / "executed" / rel
             executed.parent.mkdir(parents=True, exist_ok=True)
-            output_dir = self.workdir / "outputs" / notebook.stem
+            output_dir = self.workdir / variant / "outputs" / notebook.stem
+            empty = self.workdir / "empty_data_dir"
+            empty.mkdir(exist_ok=True)
+            data_dir = str(empty) if without_data else (os.environ.get("DPLAB_DATA") or None)
             error = None
             try:
                 papermill.execute_notebook(
@@ -76,7 +83,7 @@ class NotebookRunner:
                     parameters={
                         "profile": "test",
                         "output_dir": str(output_dir),
-                        "data_dir": os.environ.get("DPLAB_DATA") or None,
+                        "data_dir": data_dir,
                         "seed": 0,
                     },
                     cwd=str(notebook.parent),
@@ -86,5 +93,5 @@ class NotebookRunner:
                 )
             except Exception as exc:  # reported by the test that asks for this notebook
                 error = exc
-            self.runs[notebook] = NotebookRun(notebook, executed, output_dir, error)
-        return self.runs[notebook]
+            self.runs[key] = NotebookRun(notebook, executed, output_dir, error)
+        return self.runs[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,63 @@ def test_notebook_runs_in_test_profile(notebook: Path, notebook_runner):
     figures = _count_figures(run.executed)
     minimum = getattr(checker, "MIN_FIGURES", 0)
     assert figures >= minimum, f"{notebook.name} showed {figures} figure(s), its checker expects at least {minimum}"
+    _assert_every_glue_key_recorded(run.executed)
     checker.check(payload["metrics"], run.output_dir)
+
+
+def _uses_data_dir(notebook: Path) -> bool:
+    return "chapter.data_dir" in notebook.read_text()
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", [p for p in toc_notebooks() if _uses_data_dir(p)], ids=lambda p: p.stem)
+def test_notebook_runs_without_any_real_data(notebook: Path, notebook_runner):
+    """A reader without the datasets still gets a complete page: the chapter runs, says what
+    is missing, and glues every key its prose cites (a missing key fails the strict build)."""
+    run = notebook_runner.run(notebook, without_data=True)
+    if run.error is not None:
+        pytest.fail(f"{notebook.name} failed with an empty data_dir (see {run.executed}):\n{run.error}")
+    assert (run.output_dir / "metrics.json").is_file(), f"{notebook.name} wrote no metrics.json"
+    _assert_every_glue_key_recorded(run.executed)
+
+
+# {glue}`key`, {glue:text}`key:.2f`, {glue:any}`key`, and the ```{glue} key / {glue:figure} key directives;
+# cross-document references (path::key) are resolved by the book build, not here.
+_GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([^`]+)`")
+_GLUE_DIRECTIVE = re.compile(r"^[`:]{3,}\{glue(?::\w+)?\}\s+(\S+)", re.MULTILINE)
+
+
+def glue_keys_cited(cells) -> set[str]:
+    keys = set()
+    for cell in cells:
+        if cell["cell_type"] != "markdown":
+            continue
+        text = "".join(cell["source"])
+        for ref in _GLUE_ROLE.findall(text) + _GLUE_DIRECTIVE.findall(text):
+            if "::" not in ref:
+                keys.add(ref.split(":", 1)[0])
+    return keys
+
+
+def glue_keys_recorded(cells) -> set[str]:
+    return {out["metadata"]["scrapbook"]["name"] for c in cells for out in c.get("outputs", [])
+            if "scrapbook" in out.get("metadata", {})}
+
+
+def _assert_every_glue_key_recorded(executed: Path) -> None:
+    cells = json.loads(executed.read_text())["cells"]
+    missing = sorted(glue_keys_cited(cells) - glue_keys_recorded(cells))
+    assert not missing, (f"{executed.name}: the prose cites glue keys this run never recorded: {missing}; "
+                         "record them in every branch (e.g. chapter.record(key, None, display='n/a'))")
+
+
+def test_glue_key_scanner_finds_roles_and_directives():
+    cells = [{"cell_type": "markdown", "source": ["a {glue:text}`x:.2f` b {glue}`y` c {glue:text}`other.ipynb::z`\n",
+                                                   "```{glue:figure} fig_a\n```\n"]},
+             {"cell_type": "code", "source": ["{glue}`not_prose`"], "outputs": [
+                 {"output_type": "display_data", "metadata": {"scrapbook": {"name": "x", "mime_prefix": ""}}}]}]
+    assert glue_keys_cited(cells) == {"x", "y", "fig_a"}
+    assert glue_keys_recorded(cells) == {"x"}
 
 
 def _count_figures(executed: Path) -> int:
