@@ -26,14 +26,15 @@ $(STAMP): requirements.txt pyproject.toml
 test: $(STAMP)
 	MPLBACKEND=agg $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The jupyter cache keys on notebook code only; a change in dplab/ (or a new benchmark record,
-# which the performance appendix shows) must re-execute the book.
+# The jupyter cache keys on notebook code only; a change in dplab/, a new benchmark record
+# (the performance appendix shows them) or another data directory must re-execute the book.
 _build/.dplab-hash: FORCE
 	@mkdir -p _build
-	@new=$$( { find dplab -name '*.py' -print0; find benchmarks/results -name '*.json' -print0 2>/dev/null; } | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); \
+	@new=$$( { { find dplab -name '*.py' -print0; find benchmarks/results -name '*.json' -print0 2>/dev/null; } | sort -z | xargs -0 sha256sum; \
+	         echo "DPLAB_DATA=$$DPLAB_DATA"; } | sha256sum | cut -d' ' -f1); \
 	 old=$$(cat $@ 2>/dev/null); \
 	 if [ "$$new" != "$$old" ]; then \
-	   echo "dplab changed: dropping the execution cache"; rm -rf _build/.jupyter_cache; \
+	   echo "dplab, benchmark records or DPLAB_DATA changed: dropping the execution cache"; rm -rf _build/.jupyter_cache; \
 	   echo "$$new" > $@; fi
 
 book: $(STAMP) _build/.dplab-hash
