@@ -28,13 +28,15 @@ test: $(STAMP)
 
 # The jupyter cache keys on notebook code only; a change in dplab/, a new benchmark record
 # (the performance appendix shows them) or another data directory must re-execute the book.
+# Sphinx's pickled environment (.doctrees) must go too, or it re-reads no unchanged page.
 _build/.dplab-hash: FORCE
 	@mkdir -p _build
 	@new=$$( { { find dplab -name '*.py' -print0; find benchmarks/results -name '*.json' -print0 2>/dev/null; } | sort -z | xargs -0 sha256sum; \
 	         echo "DPLAB_DATA=$$DPLAB_DATA"; } | sha256sum | cut -d' ' -f1); \
 	 old=$$(cat $@ 2>/dev/null); \
 	 if [ "$$new" != "$$old" ]; then \
-	   echo "dplab, benchmark records or DPLAB_DATA changed: dropping the execution cache"; rm -rf _build/.jupyter_cache; \
+	   echo "dplab, benchmark records or DPLAB_DATA changed: dropping the execution cache"; \
+	   rm -rf _build/.jupyter_cache _build/.doctrees; \
 	   echo "$$new" > $@; fi
 
 book: $(STAMP) _build/.dplab-hash
@@ -65,8 +67,9 @@ vendor:
 	   _build/npm/jupyter-widgets-html-manager-*/package/dist/*.woff* \
 	   _build/npm/jupyter-widgets-html-manager-*/package/dist/embed.js.LICENSE.txt book/_vendor/html-manager/
 
+# Sphinx re-reads (and so re-executes) only documents it thinks changed: drop its environment too.
 clean-cache:
-	rm -rf _build/.jupyter_cache _build/.dplab-hash
+	rm -rf _build/.jupyter_cache _build/.doctrees _build/.dplab-hash
 
 clean:
 	rm -rf _build
