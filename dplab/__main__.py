@@ -1,14 +1,22 @@
 """Command line of dplab: ``python -m dplab COMMAND ...``.
 
 Commands register themselves in :data:`COMMANDS` (name -> function adding a sub-parser and
-setting ``handler``); ``synth`` writes a synthetic DP dataset (:mod:`dplab.synth`)::
+setting ``handler``):
+
+* ``synth`` writes a synthetic DP dataset in the DPDD layout (:mod:`dplab.synth`);
+* ``train`` trains a network with a paper's recipe and :class:`dplab.train.Trainer`,
+  resumably (:mod:`dplab.cli_train`);
+* ``evaluate`` tabulates PSNR/SSIM/MAE/time/params of a checkpoint (:mod:`dplab.cli_evaluate`)::
 
     python -m dplab synth --out data/synth --count 100 --seed 0 --size 512x768 \\
         --sequences 10 --frames 4
+    python -m dplab train --model dpdnet --recipe dpdnet --data data/synth --out runs/dpdnet \\
+        --steps 2000 --patch 256
+    python -m dplab evaluate --checkpoint runs/dpdnet/checkpoints/last.pt --data data/synth
 
-Run ``python -m dplab synth --help`` for every option. Exit status: 0 on success, 2 on bad
-arguments or a refused output folder, 130 when interrupted (run the same command again to
-resume).
+Run ``python -m dplab COMMAND --help`` for every option. Exit status: 0 on success, 2 on bad
+arguments, a missing checkpoint or dataset, or a refused output folder, 130 when interrupted
+(run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -78,8 +86,20 @@ def _run_synth(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    from .cli_train import add_parser
+
+    add_parser(sub)
+
+
+def _add_evaluate(sub) -> None:
+    from .cli_evaluate import add_parser
+
+    add_parser(sub)
+
+
 #: Sub-commands: name -> function(subparsers) that adds the sub-parser.
-COMMANDS = {"synth": _add_synth}
+COMMANDS = {"synth": _add_synth, "train": _add_train, "evaluate": _add_evaluate}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +122,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileExistsError, NotADirectoryError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as err:
         print(f"python -m dplab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,71 @@
+"""``python -m dplab evaluate``: a trained checkpoint on a DPDD-layout folder.
+
+The network is rebuilt from the checkpoint's model spec (:func:`dplab.models.from_checkpoint`;
+every checkpoint of :class:`dplab.train.Trainer` and of ``python -m dplab train`` has one),
+fed the inputs of its architecture by :class:`dplab.zoo.NetworkMethod` (DPDNet: left and
+right views; DRBNet: the combined image; RDPD: views and the radial map; MDP: the combined
+image, sharp output), and run over :class:`dplab.data.DPDDDataset` by
+:func:`dplab.evaluate.evaluate`: full images, one at a time, outputs clipped to [0, 1], PSNR,
+SSIM and MAE averaged over images (DPDD's protocol, REFERENCE_FACTS "Metrics"), time per
+image, and the parameter count. The table is printed; ``--json`` also writes it (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub) -> None:
+    """Add the ``evaluate`` sub-parser to ``sub`` (an ``argparse`` sub-parsers object)."""
+    p = sub.add_parser(
+        "evaluate", help="PSNR/SSIM/MAE/time/params of a checkpoint on a DPDD-layout folder",
+        description="Rebuild the network of a dplab checkpoint (its model spec), run it over one split of "
+                    "a DPDD-layout folder (the Canon release or `python -m dplab synth` output) and print "
+                    "PSNR, SSIM, MAE (outputs clipped to [0, 1], means over images), time per image and "
+                    "the parameter count.")
+    p.add_argument("--checkpoint", required=True, help="a last.pt / best.pt written by dplab's Trainer")
+    p.add_argument("--data", required=True, help="DPDD-layout folder holding {split}_c/, {split}_l/, {split}_r/")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
+    p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--json", metavar="OUT", help="also write the table as JSON to this file")
+    p.add_argument("--per-image", action="store_true", help="print every image's row, not only the mean")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    """Handler of ``python -m dplab evaluate`` (see the module docstring); returns 0."""
+    from ._io import atomic_file
+    from .data import DPDDDataset
+    from .evaluate import evaluate
+    from .models import from_checkpoint
+    from .notebook import resolve_device
+    from .zoo import NetworkMethod
+
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive integer, got {args.limit}")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    model = from_checkpoint(args.checkpoint, map_location=device)   # FileNotFoundError, ValueError (no spec)
+    method = NetworkMethod(model)
+    dataset = DPDDDataset(args.split, root=args.data)                # DatasetNotFoundError
+    table = evaluate(method, dataset, name=method.kind, device=device, max_images=args.limit,
+                     progress=not args.quiet)
+    shown = table if args.per_image else type(table)([table.mean], method=table.method, params=table.params,
+                                                     columns=table.columns)
+    print(f"{len(table) - 1} image(s) of {Path(args.data)} ({args.split}), checkpoint {args.checkpoint}, "
+          f"device {device}")
+    print(shown.format())
+    if args.json:
+        record = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(args.data).resolve()),
+                  "split": args.split, "device": str(device), "model_spec": model.dplab_spec, **table.to_dict()}
+        with atomic_file(args.json, "w") as handle:
+            json.dump(record, handle, indent=2)
+        print(f"evaluate: wrote {args.json}")
+    return 0

@@ -1,0 +1,178 @@
+"""``python -m dplab train`` and ``python -m dplab evaluate``: a tiny run on a tiny DPDD-layout
+folder, resume, refusal of other settings, the evaluation table against PSNR recomputed here,
+and the error messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dplab.__main__ import main
+from dplab.data import DPDDDataset
+from dplab.data.pngio import write_png
+from dplab.metrics import psnr
+from dplab.models import build, count_parameters, from_checkpoint
+from dplab.train import load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {  # tiny networks: (model, recipe, build options as arguments)
+    "dpdnet": ("dpdnet", ["--widths", "4", "4", "4", "4"]),
+    "dpdnet_single": ("dpdnet", ["--widths", "4", "4", "4", "4"]),
+    "drbnet": ("drbnet_lfdof", ["--width", "4"]),
+    "drbnet_dual": ("drbnet_dpdd", ["--width", "4"]),
+    "rdpd": ("rdpd", ["--widths", "4", "4", "4", "4", "--option", "lstm_channels=4"]),
+    "rspd": ("rdpd", ["--widths", "4", "4", "4", "4", "--option", "lstm_channels=4"]),
+    "mdp": ("mdp_step2", ["--widths", "4", "4", "4", "4", "--option", "decoder_widths=[4,4,4,4,4]"]),
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A DPDD-layout folder: 4 train and 2 test images of 40 x 48, 16-bit PNGs."""
+    root = tmp_path_factory.mktemp("dpdd")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("test", 2)):
+        for i in range(count):
+            sharp = rng.uniform(0, 65535, (40, 48, 3))
+            blurred = (sharp + np.roll(sharp, 1, axis=1)) / 2
+            write_png(root / f"{split}_c" / "target" / f"{i}.png", sharp.astype(np.uint16))
+            write_png(root / f"{split}_c" / "source" / f"{i}.png", blurred.astype(np.uint16))
+            write_png(root / f"{split}_l" / "source" / f"{i}_L.png", np.roll(blurred, 1, axis=1).astype(np.uint16))
+            write_png(root / f"{split}_r" / "source" / f"{i}_R.png", np.roll(blurred, -1, axis=1).astype(np.uint16))
+    return root
+
+
+def _train(data, out, model="dpdnet", steps=2, extra=()):
+    recipe, options = TINY[model]
+    return main(["train", "--model", model, "--recipe", recipe, "--data", str(data), "--out", str(out),
+                 "--steps", str(steps), "--batch-size", "2", "--patch", "32", "--quiet", *options, *extra])
+
+
+def _train_steps(out: Path) -> list[int]:
+    with open(out / "log.csv", newline="") as handle:
+        return [int(r["step"]) for r in csv.DictReader(handle) if r["kind"] == "train"]
+
+
+def test_train_resumes_and_refuses_other_settings(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out, steps=2) == 0
+    ckpt = out / "checkpoints" / "last.pt"
+    assert ckpt.is_file() and load_checkpoint(ckpt)["step"] == 2
+    assert load_checkpoint(ckpt)["model_spec"] == {"name": "dpdnet", "kwargs": {"widths": [4, 4, 4, 4]}}
+    assert _train(data, out, steps=4) == 0                 # same settings, more steps: continues
+    assert load_checkpoint(ckpt)["step"] == 4
+    assert _train_steps(out) == [1, 2, 3, 4]
+    assert "resumed at step 2" in capsys.readouterr().out
+    weights = load_checkpoint(ckpt)["model"]
+    assert _train(data, out, steps=4, extra=["--resume"]) == 0     # finished: nothing retrained
+    assert all(torch.equal(weights[k], v) for k, v in load_checkpoint(ckpt)["model"].items())
+    capsys.readouterr()
+    assert _train(data, out, steps=4, extra=["--lr", "0.5"]) == 2  # other settings: refused
+    err = capsys.readouterr().err
+    assert "other settings" in err and "lr" in err
+    assert load_checkpoint(ckpt)["step"] == 4
+
+
+@pytest.mark.parametrize("model", ["dpdnet", "drbnet"])
+def test_evaluate_matches_psnr_recomputed(data, tmp_path, capsys, model):
+    out = tmp_path / model
+    assert _train(data, out, model=model, steps=2) == 0
+    ckpt, report = out / "checkpoints" / "last.pt", tmp_path / "eval.json"
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--json", str(report),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    table = json.loads(report.read_text())
+    net = from_checkpoint(ckpt)
+    values = []
+    with torch.no_grad():
+        for sample in DPDDDataset("test", root=data):
+            if model == "dpdnet":                             # 6 channels: the two views
+                x = torch.cat([sample["left"], sample["right"]])[None]
+            else:                                             # DRBNet: the combined image
+                x = sample["combined"][None]
+            values.append(float(psnr(net(x).clamp(0, 1), sample["sharp"][None])[0]))
+    mean = table["rows"][-1]
+    assert mean["image"] == "mean" and len(table["rows"]) == 3
+    assert mean["psnr"] == pytest.approx(np.mean(values), abs=1e-6)
+    assert [r["psnr"] for r in table["rows"][:2]] == pytest.approx(values, abs=1e-6)
+    assert table["params"] == count_parameters(net) and table["model_spec"]["name"] == model
+    assert f"{mean['psnr']:.4f}" in printed and "ssim" in printed and "time_s" in printed
+
+
+@pytest.mark.parametrize("model", sorted(set(TINY) - {"dpdnet", "drbnet"}))
+def test_every_trainable_model_trains_and_evaluates(data, tmp_path, capsys, model):
+    out = tmp_path / model
+    assert _train(data, out, model=model, steps=1) == 0
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["model_spec"]["name"] == model
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--data", str(data),
+                 "--limit", "1", "--json", str(report), "--quiet"]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == 2 and np.isfinite(rows[-1]["psnr"])
+
+
+def test_evaluate_errors(data, tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(data)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bare = tmp_path / "bare.pt"                               # weights without a model spec
+    torch.save({"model": torch.nn.Conv2d(6, 3, 1).state_dict()}, bare)
+    assert main(["evaluate", "--checkpoint", str(bare), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "model_spec" in err and "re-run" in err
+    spec = tmp_path / "spec.pt"
+    net = build("dpdnet", widths=(4, 4, 4, 4))
+    torch.save({"model": net.state_dict(), "model_spec": net.dplab_spec}, spec)
+    assert main(["evaluate", "--checkpoint", str(spec), "--data", str(tmp_path / "nodata")]) == 2
+    assert "nodata" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(spec), "--data", str(data), "--limit", "0"]) == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+def test_train_errors(data, tmp_path, capsys):
+    assert _train(tmp_path / "nodata", tmp_path / "a") == 2
+    assert "nodata" in capsys.readouterr().err
+    assert _train(data, tmp_path / "b", extra=["--resume"]) == 2      # nothing to resume
+    assert "no checkpoint" in capsys.readouterr().err
+    foreign = tmp_path / "c" / "checkpoints" / "last.pt"              # a checkpoint of another tool
+    foreign.parent.mkdir(parents=True)
+    foreign.write_bytes(b"x")
+    assert _train(data, tmp_path / "c") == 2
+    assert "cli_train.json" in capsys.readouterr().err
+    assert main(["train", "--model", "mdp", "--recipe", "dpdnet", "--data", str(data),
+                 "--out", str(tmp_path / "d"), "--steps", "1", "--quiet"]) == 2
+    assert "do not go together" in capsys.readouterr().err
+    assert main(["train", "--model", "dpdnet", "--recipe", "mdp_step1", "--data", str(data),
+                 "--out", str(tmp_path / "d2"), "--steps", "1", "--quiet"]) == 2
+    assert "do not go together" in capsys.readouterr().err
+    assert _train(data, tmp_path / "e", extra=["--option", "no_such_option=1"]) == 2
+    assert "no_such_option" in capsys.readouterr().err
+    assert _train(data, tmp_path / "f", extra=["--patch", "64"]) == 2   # larger than the 40 x 48 images
+    assert "64" in capsys.readouterr().err
+    assert main(["train", "--model", "mdp_single_task", "--recipe", "mdp_step2", "--data", str(data),
+                 "--out", str(tmp_path / "g")]) == 2                   # its chapter trains it
+    err = capsys.readouterr().err
+    assert "book/mdp.ipynb" in err and "train_mdp" in err
+    with pytest.raises(SystemExit) as exit_info:                        # argparse: unknown model
+        main(["train", "--model", "unet", "--recipe", "dpdnet", "--data", str(data), "--out", str(tmp_path / "h")])
+    assert exit_info.value.code == 2
+
+
+def test_help(capsys):
+    proc = subprocess.run([sys.executable, "-m", "dplab", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and all(c in proc.stdout for c in ("synth", "train", "evaluate"))
+    for command, options in (("train", ("--model", "--recipe", "--steps", "--patch", "--widths", "--resume")),
+                             ("evaluate", ("--checkpoint", "--split", "--limit", "--json", "--device"))):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert exit_info.value.code == 0 and all(o in text for o in options)
