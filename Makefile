@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 JB_FLAGS ?= -W -n --keep-going
 PYTEST_ARGS ?=
 
-.PHONY: venv test book bench lab vendor clean clean-cache
+.PHONY: venv test book bench lab vendor clean clean-cache clean-outputs
 
 venv: $(STAMP)
 
@@ -37,6 +37,8 @@ _build/.dplab-hash: FORCE
 	 if [ "$$new" != "$$old" ]; then \
 	   echo "dplab, benchmark records or DPLAB_DATA changed: dropping the execution cache"; \
 	   rm -rf _build/.jupyter_cache _build/.doctrees; \
+	   if [ -d book/outputs ]; then echo "note: chapters resume finished runs from book/outputs/ (trained with the" \
+	     "previous dplab); 'make clean-outputs' retrains them from scratch"; fi; \
 	   echo "$$new" > $@; fi
 
 book: $(STAMP) _build/.dplab-hash
@@ -70,6 +72,10 @@ vendor:
 # Sphinx re-reads (and so re-executes) only documents it thinks changed: drop its environment too.
 clean-cache:
 	rm -rf _build/.jupyter_cache _build/.doctrees _build/.dplab-hash
+
+# What the chapters trained and rendered (weights, synthetic sets); they resume from it.
+clean-outputs:
+	rm -rf book/outputs
 
 clean:
 	rm -rf _build
