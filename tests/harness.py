@@ -38,6 +38,18 @@ def toc_documents() -> list[Path]:
     return docs
 
 
+def pixel4_folder() -> Path | None:
+    """The Pixel 4 release folder under $DPLAB_DATA if every path its manifest requires exists
+    (the rule the chapters apply), else None: checkers use it to know what the run could see."""
+    root = os.environ.get("DPLAB_DATA")
+    if not root:
+        return None
+    manifest = yaml.safe_load((ROOT / "data_manifests" / "xin_pixel4_dp.yaml").read_text())
+    folder = Path(root) / manifest["folder"]
+    ok = folder.is_dir() and all((folder / rel).exists() for rel in manifest["required"])
+    return folder if ok else None
+
+
 def toc_notebooks() -> list[Path]:
     return [d for d in toc_documents() if d.suffix == ".ipynb"]
 

@@ -8,27 +8,13 @@ release is present under ``$DPLAB_DATA`` (as in CI); otherwise the chapter must 
 """
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pixel4_folder():
-    """The release folder if every path its manifest requires exists (the notebook's rule)."""
-    root = os.environ.get("DPLAB_DATA")
-    if not root:
-        return None
-    manifest = yaml.safe_load((ROOT / "data_manifests" / "xin_pixel4_dp.yaml").read_text())
-    folder = Path(root) / manifest["folder"]
-    ok = folder.is_dir() and all((folder / rel).exists() for rel in manifest["required"])
-    return folder if ok else None
+from harness import pixel4_folder
 
 
-PIXEL4 = _pixel4_folder()
+PIXEL4 = pixel4_folder()
 # Always: 2 model-construction figures, parameter sweep, 2 simulated-calibration figures,
 # 2 distortion figures. With the Pixel 4 kernels: mosaics, example cell, radius sweep, heat maps.
 MIN_FIGURES = 11 if PIXEL4 is not None else 7

@@ -10,29 +10,16 @@ closed forms say (uncorrected below the truth, corrected at the truth within one
 """
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness import pixel4_folder
+
 SIGMAS = [0.002, 0.004, 0.007, 0.012, 0.02]
 N_IMG, K_SIZE, R_TRUE, PHI2 = 128, 33, 8.0, 100.0
 
 
-def _pixel4_folder():
-    root = os.environ.get("DPLAB_DATA")
-    if not root:
-        return None
-    manifest = yaml.safe_load((ROOT / "data_manifests" / "xin_pixel4_dp.yaml").read_text())
-    folder = Path(root) / manifest["folder"]
-    ok = (folder / "calibration" / "blur_kernels_left.npy").is_file() and \
-        (folder / "calibration" / "blur_kernels_right.npy").is_file()
-    return folder if ok else None
-
-
-PIXEL4 = _pixel4_folder()
+PIXEL4 = pixel4_folder()
 # scene + kernels, Eq. 37/(S) sampling, spectra, B(d), energy curves, argmin vs noise,
 # dropped-term decomposition; + the real-kernel figure when the calibration is present.
 MIN_FIGURES = 8 if PIXEL4 is not None else 7
