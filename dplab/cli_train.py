@@ -109,52 +109,6 @@ def _build_options(args) -> dict:
     return options
 
 
-def _forward_and_loss(model_name: str, loss_kind: str, in_channels: int | None):
-    """The Trainer's ``forward(model, batch)`` (the model's input, as NetworkMethod feeds it)
-    and ``loss_fn(pred, batch)`` (the recipe's loss); ValueError for a mismatched pair."""
-    import torch.nn.functional as F
-
-    from . import losses
-    from . import recipes_rdpd as rr
-    from .recipes_mdp import mdp_loss_fn
-    from .train import concat_inputs
-
-    is_mdp = model_name == "mdp"
-    if is_mdp != loss_kind.startswith("mdp"):
-        raise ValueError(f"model {model_name!r} and the recipe's loss {loss_kind!r} do not go together: "
-                         "the mdp_step1/mdp_step2 recipes are for --model mdp, and only they")
-    multiscale = loss_kind in ("l1", "l1+vgg")
-    if model_name in ("drbnet", "drbnet_dual"):
-        keys = ("combined",) if model_name == "drbnet" else ("left", "right")
-        inputs = concat_inputs(*keys)
-        if multiscale:                                         # every scale for Eq. 6 / Eq. 7
-            forward = lambda m, b: inputs(lambda x: m(x, return_scales=True), b)  # noqa: E731
-        else:
-            forward = inputs
-    elif model_name in ("rdpd", "rspd"):
-        views = ("left", "right") if model_name == "rdpd" else ("left",)
-        forward = rr.make_forward(views, radial=in_channels == len(views) * 3 + 1)
-    elif model_name in ("dpdnet", "mdp"):
-        forward = concat_inputs(*(("left", "right") if model_name == "dpdnet" else ("combined",)))
-    else:                                                      # dpdnet_single
-        forward = concat_inputs("combined")
-    if loss_kind == "mse":
-        loss_fn = lambda p, b: F.mse_loss(p, b["sharp"])       # noqa: E731
-    elif loss_kind == "mse+edge":
-        loss_fn = rr.make_loss(3)
-    elif multiscale:
-        vgg_path = losses.default_vgg19_path()
-        if loss_kind == "l1+vgg" and vgg_path.is_file():
-            vgg = losses.VGGFeatureLoss(vgg_path)
-            loss_fn = lambda p, b: vgg.to(b["sharp"].device)(p, b["sharp"])  # noqa: E731
-        else:
-            if loss_kind == "l1+vgg":
-                print(f"train: no VGG-19 weights at {vgg_path} (set DPLAB_VGG19); using the multi-scale "
-                      "L1 loss instead (DRBNet Table 5, row c)")
-            loss_fn = lambda p, b: losses.multiscale_l1(p, b["sharp"])  # noqa: E731
-    else:
-        loss_fn = mdp_loss_fn("paper_step1" if loss_kind == "mdp_step1" else "paper_step2")
-    return forward, loss_fn
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -184,6 +138,7 @@ def run(args) -> int:
     from .data import DPDDDataset, RandomPatches
     from .models import build
     from .train import RECIPES, Trainer, recipe
+    from .zoo import forward_and_loss
 
     if args.model not in TRAINABLE:
         why = _NOT_HERE.get(args.model, "no command-line recipe for it; train it as its chapter does")
@@ -211,7 +166,7 @@ def run(args) -> int:
         model = build(args.model, **options)
     except TypeError as exc:
         raise ValueError(f"{exc} (check --widths/--width/--option)") from None
-    forward, loss_fn = _forward_and_loss(args.model, loss_kind, getattr(model, "in_channels", None))
+    forward, loss_fn = forward_and_loss(args.model, loss_kind, getattr(model, "in_channels", None))
     if args.recipe == "mdp_step1":
         model.set_trainable("sharp", False)                    # MDP Sec. 3.4: Dec_s frozen in step 1
     overrides = {"batch_size": settings["batch_size"], "lr": settings["lr"], "seed": args.seed,

@@ -44,7 +44,7 @@ from ._validate import require_choice, require_image, require_positive
 __all__ = [
     "METHODS", "NETWORKS", "NetworkRecipe", "NetworkMethod", "blurred", "true_kernels",
     "WienerKnownPSF", "MPIKnownPSF", "find_checkpoint", "chapter_profile", "load_or_train",
-    "LoadedModel", "train_brief", "deblur_gray", "zero_drb_heads", "synthetic_psf",
+    "LoadedModel", "forward_and_loss", "train_brief", "deblur_gray", "zero_drb_heads", "synthetic_psf",
     "KeepOutputs",
 ]
 
@@ -189,6 +189,68 @@ def zero_drb_heads(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def forward_and_loss(model_name: str, loss_kind: str, in_channels: int | None = None):
+    """The Trainer's ``forward(model, batch)`` and ``loss_fn(pred, batch)`` for a registry
+    network and a recipe's ``loss`` (``dplab.train.RECIPES[...]["loss"]``).
+
+    The inputs are those :class:`NetworkMethod` feeds; the losses are the papers': ``"mse"``
+    (DPDNet, Sec. 4), ``"mse+edge"`` (RDPD Eq. 16), ``"l1"`` / ``"l1+vgg"`` (DRBNet Eqs. 6-7,
+    on every output scale; the VGG term needs local VGG-19 weights and falls back to L1 with
+    a note), ``"mdp_step1"`` / ``"mdp_step2"`` (MDP Sec. 3.4).
+
+    Args:
+        model_name: a :func:`dplab.models.build` name.
+        loss_kind: the recipe's loss.
+        in_channels: the model's input channels (RDPD/RSPD: with or without the radial channel).
+
+    Raises:
+        ValueError: an MDP loss with another model or the reverse.
+    """
+    import torch.nn.functional as F
+
+    from . import losses
+    from . import recipes_rdpd as rr
+    from .recipes_mdp import mdp_loss_fn
+    from .train import concat_inputs
+
+    is_mdp = model_name == "mdp"
+    if is_mdp != loss_kind.startswith("mdp"):
+        raise ValueError(f"model {model_name!r} and the recipe's loss {loss_kind!r} do not go together: "
+                         "the mdp_step1/mdp_step2 recipes are for --model mdp, and only they")
+    multiscale = loss_kind in ("l1", "l1+vgg")
+    if model_name in ("drbnet", "drbnet_dual"):
+        keys = ("combined",) if model_name == "drbnet" else ("left", "right")
+        inputs = concat_inputs(*keys)
+        if multiscale:                                         # every scale for Eq. 6 / Eq. 7
+            forward = lambda m, b: inputs(lambda x: m(x, return_scales=True), b)  # noqa: E731
+        else:
+            forward = inputs
+    elif model_name in ("rdpd", "rspd"):
+        views = ("left", "right") if model_name == "rdpd" else ("left",)
+        forward = rr.make_forward(views, radial=in_channels == len(views) * 3 + 1)
+    elif model_name in ("dpdnet", "mdp"):
+        forward = concat_inputs(*(("left", "right") if model_name == "dpdnet" else ("combined",)))
+    else:                                                      # dpdnet_single
+        forward = concat_inputs("combined")
+    if loss_kind == "mse":
+        loss_fn = lambda p, b: F.mse_loss(p, b["sharp"])       # noqa: E731
+    elif loss_kind == "mse+edge":
+        loss_fn = rr.make_loss(3)
+    elif multiscale:
+        vgg_path = losses.default_vgg19_path()
+        if loss_kind == "l1+vgg" and vgg_path.is_file():
+            vgg = losses.VGGFeatureLoss(vgg_path)
+            loss_fn = lambda p, b: vgg.to(b["sharp"].device)(p, b["sharp"])  # noqa: E731
+        else:
+            if loss_kind == "l1+vgg":
+                print(f"train: no VGG-19 weights at {vgg_path} (set DPLAB_VGG19); using the multi-scale "
+                      "L1 loss instead (DRBNet Table 5, row c)")
+            loss_fn = lambda p, b: losses.multiscale_l1(p, b["sharp"])  # noqa: E731
+    else:
+        loss_fn = mdp_loss_fn("paper_step1" if loss_kind == "mdp_step1" else "paper_step2")
+    return forward, loss_fn
+
+
 def train_brief(method: str, train_set, output_dir, *, options: dict | None = None, steps: int = 100,
                 patch: int = 48, batch_size: int = 8, patches_per_image: int = 4, lr: float | None = None,
                 seed: int = 0, device="cpu") -> torch.nn.Module:
@@ -219,12 +281,10 @@ def train_brief(method: str, train_set, output_dir, *, options: dict | None = No
     Raises:
         ValueError: unknown method, patch not a multiple of 16.
     """
-    from . import losses
     from . import recipes_rdpd as rr
     from .data.patches import RandomPatches
     from .models import build
-    from .recipes_mdp import mdp_loss_fn
-    from .train import Trainer, concat_inputs, recipe
+    from .train import Trainer, recipe
 
     require_choice("method", method, tuple(NETWORKS))
     steps = int(require_positive("steps", steps, integer=True))
@@ -239,13 +299,10 @@ def train_brief(method: str, train_set, output_dir, *, options: dict | None = No
         model = rr.init_output_bias(model)
     if method == "drbnet":
         model = zero_drb_heads(model)
-    forward, loss_fn = {
-        "dpdnet": (concat_inputs("left", "right"), lambda p, b: torch.nn.functional.mse_loss(p, b["sharp"])),
-        "rdpd": (rr.make_forward(("left", "right"), True), rr.make_loss(3)),
-        "drbnet": (lambda m, b: m(b["combined"], return_scales=True), lambda p, b: losses.multiscale_l1(p, b["sharp"])),
-        "mdp": (concat_inputs("combined"), mdp_loss_fn("paper_step2")),
-    }[method]
     name = {"dpdnet": "dpdnet", "rdpd": "rdpd", "drbnet": "drbnet_dpdd", "mdp": "mdp_step2"}[method]
+    # DRBNet: stage 2's multi-scale L1 without the VGG term (no weights file is assumed here).
+    loss_kind = {"dpdnet": "mse", "rdpd": "mse+edge", "drbnet": "l1", "mdp": "mdp_step2"}[method]
+    forward, loss_fn = forward_and_loss(net.registry, loss_kind, getattr(model, "in_channels", None))
     cfg = recipe(name, epochs=None, max_steps=steps, batch_size=batch_size, lr=lr or net.lr,
                  schedule={"kind": "constant"}, progress=False, checkpoint_every=0, val_every=0,
                  seed=seed, device=str(device))
