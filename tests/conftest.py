@@ -12,10 +12,11 @@ def notebook_runner(tmp_path_factory) -> NotebookRunner:
     return NotebookRunner(tmp_path_factory.mktemp("notebooks"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """The test machine shares 2 cores; one intra-op thread avoids oversubscription stalls.
-    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """One intra-op torch thread for a test module, the previous setting restored after it:
+    on a shared 2-core machine thread-pool spin-waits made small-tensor tests several times
+    slower. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -10,12 +10,7 @@ from dplab.losses import (EDGE_SCALES, MDP_LOSS_WEIGHTS, VGG19Features, VGGFeatu
 from dplab.models import MDPOutput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- Charbonnier

@@ -8,12 +8,7 @@ from dplab.evaluate import compare, evaluate
 from dplab.lpips import LPIPS, VGG16Features, default_lpips_paths, load_lpips
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,7 @@ from dplab.nimat import (ANGLES, VIEW_NAMES, mdp_predictor, nimat_canvas_size, n
                          save_nimat_gif)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ramp(h, w, b=1, c=3):
