@@ -1,14 +1,23 @@
 """Point spread functions for conventional and dual-pixel (DP) defocus.
 
 Grid convention: a kernel of odd size ``K`` has its centre at index ``K // 2``; ``x`` grows
-with the column index (to the right) and ``y`` with the row index (down). Each DP view sums
-to 1/2 so that ``left + right`` sums to 1 (DESIGN.md). A positive radius ``r`` (scene point
-behind the focal plane, :mod:`dplab.optics`) makes the *left* view brighter on its right
-side (+x) and the right view its mirror image; a negative radius swaps the two views.
-This follows the authors' code of RDPD (ramp ``0 -> 1`` along ``x`` multiplied into the left
-view for ``c > 0``, REFERENCE_FACTS) and of Punnappurath et al.; RDPD's Sec. 2.2 text
-describes the front-focus left PSF as falling off towards the right, the mirror image.
-Use ``-r`` to get the text's orientation.
+with the column index (to the right) and ``y`` with the row index (down). Kernels are
+convolution kernels (PSFs), as in :func:`dplab.fftconv.fft_conv2d`. Each DP view sums to 1/2
+so that ``left + right`` sums to 1.
+
+Orientation. A positive radius ``r`` means a scene point behind the focal plane
+(:mod:`dplab.optics`). For ``r > 0`` the *left* view's PSF has its mass on the ``-x`` side
+(left) and the right view is its mirror image; a negative radius (in front of the focal plane)
+swaps the two views. This is the orientation RDPD Sec. 2.2 describes (for a positive CoC,
+"front focus", i.e. objects behind the focal plane, ``H_l`` is ``H`` "with a gradual
+fall-off towards the right direction", Eq. 4 and Fig. 5), the one of the authors' generator
+(``synthetic_dp_defocus_blur_code/generate_bw_kernel.py`` builds ``kernel_l`` with a ramp
+rising along ``x``, and ``synthetic_dp_defocus_blur.py`` applies it with ``cv2.filter2D``,
+a correlation, so as a convolution PSF it falls along ``x``), the one of the half-aperture
+ray tracer (:mod:`dplab.raytrace`: the left photodiodes see the ``x > 0`` half of the
+aperture, whose rays have crossed behind focus) and the one of the calibrated Pixel 4 kernels
+of Xin et al. (ICCV 2021), whose left kernel lies left of the right kernel in every cell
+(:func:`dplab.data.pixel4.load_kernels`).
 
 Contents: :func:`disk`, :func:`gaussian`, the Butterworth DP PSF of RDPD Eqs. 2-4
 (:func:`butterworth_filter`, :func:`butterworth_profile`, :func:`butterworth_dp`,
@@ -297,8 +306,11 @@ def _butterworth_stack(r, params, size, supersample):
     if kmax > 0:
         g = _gauss64(sigma, 2 * math.ceil(3 * float(sigma.max())) + 1, truncate=True)
         H = fft_conv2d(H.reshape(1, P * N, k, k), g).reshape(P, N, k, k).clamp_min(0)
-    w = (torch.ceil(Rb) + torch.ceil(3 * kappa * Rb)).clamp_min(1)     # support half-width
-    M = (0.5 + c.reshape(1, 1, 1, -1) / (2 * w)).clamp(0, 1)             # ramp mask, Eq. 4
+    # Ramp mask, Eq. 4: 1 -> 0 along +x over the authors' half-width R + R/14 (their Gaussian
+    # window of about (2R+1)/7 px pads the kernel by half of it), so that as a convolution
+    # kernel the left view of a point behind focus (r > 0) carries its mass on the -x side.
+    w = (Rb * (1 + 1 / 14)).clamp_min(1)
+    M = (0.5 - c.reshape(1, 1, 1, -1) / (2 * w)).clamp(0, 1)
     left = H * M
     total = left.sum((-2, -1), keepdim=True)
     # A disc far below one pixel covers (almost) nothing; it is a point: a delta split in halves.
@@ -323,13 +335,19 @@ def butterworth_dp(radius_px, order=3, alpha=0.6, beta=0.2, kappa=0.14, size=Non
     anti-aliased disc of radius ``R`` (Eq. 3); convolved with a Gaussian of standard deviation
     ``kappa * R`` (the paper; the authors' code uses an OpenCV window of about
     ``(2R+1)/7 + 1`` px with OpenCV's default sigma ``0.3((w-1)/2 - 1) + 0.8``, roughly
-    ``0.043 R + 0.5`` px, i.e. less smoothing); times the ramp mask ``M`` (Eq. 4), linear in
-    ``x`` from 0 at the left edge to 1 at the right edge of the PSF's support ``|x| <= w``,
-    ``w = ceil(R) + ceil(3 kappa R)`` (the code ramps across its padded kernel, i.e.
-    ``w = R + p`` with ``p`` half its Gaussian window, about ``R / 7``); the
-    left view is normalised to sum 1/2 and the right view is its horizontal mirror, so
-    ``left + right`` is the normalised smoothed ``H``. ``r < 0`` swaps the views; ``r = 0``
-    gives a delta split in halves (the code uses radius 1 instead).
+    ``0.043 R + 0.5`` px, i.e. less smoothing); times the ramp mask of Eq. 4,
+    ``M(x) = clamp(1/2 - x / (2 w), 0, 1)`` with half-width ``w = R + R/14`` (at least 1 px):
+    1 at ``x = -w``, 1/2 on the centre column, 0 from ``x = w`` on (the authors' generator
+    ramps linearly across its kernel padded for the Gaussian window). The left view is
+    normalised to sum 1/2 and the right view is its horizontal mirror, so ``left + right`` is
+    the normalised smoothed ``H``.
+
+    Orientation (RDPD Sec. 2.2, Eq. 4: for a positive CoC the left PSF falls off towards the
+    right; and the authors' generator code, which applies its rising ramp ``kernel_l`` with
+    ``cv2.filter2D``, a correlation): for ``r > 0`` (behind the focal plane) the left view,
+    read as a convolution PSF, has its mass on the ``-x`` side and the right view on the
+    ``+x`` side; ``r < 0`` swaps the views. ``r = 0`` gives a delta split in halves (the code
+    uses radius 1 instead).
 
     Args:
         radius_px: signed CoC radius in pixels, number or 1-D tensor.
@@ -354,9 +372,11 @@ def butterworth_dp(radius_px, order=3, alpha=0.6, beta=0.2, kappa=0.14, size=Non
         ValueError: NaN radius or parameters out of range, even size.
 
     Example:
-        >>> left, right = butterworth_dp(6.0)
+        >>> left, right = butterworth_dp(6.0)      # behind the focal plane
         >>> left.shape, round(float(left.sum()), 6), torch.equal(right, left.flip(-1))
         (torch.Size([19, 19]), 0.5, True)
+        >>> bool(left[9, 5] > left[9, 13])          # left view: mass on the -x side
+        True
     """
     r, batched, _ = _values("radius_px", radius_px, signed=True, device=device)
     dtype = _check_dtype(dtype)
@@ -421,13 +441,17 @@ def punnappurath_dp(radius_px, size=None, *, supersample: int = 16, device=None,
     authors' MATLAB code (``functions/solver_translating_disk_kernel.m``, ``ker_disk``, in
     abhijithpunnappurath/dual-pixel-defocus-disparity, the "translating disk kernel"); the
     paper's text was not available here. It sums products of the disc ``C`` with copies of
-    itself translated by 0, 1, ..., 2R+1 px along ``x``, which equals ``C`` times its
-    running sum along each row: ``h(x, y) ~ C(x, y) * sum_{x' <= x} C(x', y)``, i.e. for a
-    hard disc intensity grows linearly from 0 at the disc's left boundary,
-    ``h ~ x + sqrt(R^2 - y^2)``. That kernel is the left PSF (right = mirror); it is
-    normalised to 1/2. dplab's disc is the anti-aliased :func:`disk` coverage (the code uses
-    MATLAB's ``fspecial('disk')``). Sign: ``r > 0`` gives the left view brighter on its
-    right, like :func:`butterworth_dp`; ``r < 0`` swaps; ``r = 0`` is a delta split in halves.
+    itself translated by 0, 1, ..., 2R+1 px along ``x`` in the direction of the parameter's
+    sign, which equals ``C`` times its running sum along each row. dplab's left view for
+    ``r > 0`` is the kernel whose running sum starts at the disc's right boundary,
+    ``h(x, y) ~ C(x, y) * sum_{x' >= x} C(x', y)``, i.e. for a hard disc intensity grows
+    linearly from 0 at the right rim towards ``-x``, ``h ~ sqrt(R^2 - y^2) - x`` (the code's
+    kernel for a negative parameter; the code fits the sign per patch and does not tie it to
+    front or back focus). The right view is the mirror image; each is normalised to 1/2.
+    dplab's disc is the anti-aliased :func:`disk` coverage (the code uses MATLAB's
+    ``fspecial('disk')``). Sign: as :func:`butterworth_dp` (RDPD Sec. 2.2), ``r > 0`` (behind
+    the focal plane) puts the left view's mass on the ``-x`` side; ``r < 0`` swaps the views;
+    ``r = 0`` is a delta split in halves.
 
     Args:
         radius_px: signed radius in pixels, number or 1-D tensor.
@@ -448,7 +472,7 @@ def punnappurath_dp(radius_px, size=None, *, supersample: int = 16, device=None,
 
     Example:
         >>> left, right = punnappurath_dp(3.0)
-        >>> round(float(left.sum()), 6), bool(left[3, 5] > left[3, 1])
+        >>> round(float(left.sum()), 6), bool(left[3, 1] > left[3, 5])   # mass on -x
         (0.5, True)
     """
     r, batched, dev = _values("radius_px", radius_px, signed=True, device=device)
@@ -456,7 +480,7 @@ def punnappurath_dp(radius_px, size=None, *, supersample: int = 16, device=None,
     s = require_positive("supersample", supersample, integer=True)
     k = _odd_size(size, 2 * math.ceil(float(r.abs().max())) + 1)
     c = _coverage(r.abs(), k, s)
-    left = c * c.cumsum(-1)
+    left = c * c.flip(-1).cumsum(-1).flip(-1)       # grows towards -x: left view behind focus
     total = left.sum((-2, -1), keepdim=True)
     left = torch.where(total > 0, left / (2 * total.clamp_min(1e-300)), 0.5 * _delta(r.numel(), k, dev))
     left = torch.where(r.reshape(-1, 1, 1) < 0, left.flip(-1), left)
