@@ -31,10 +31,15 @@ __all__ = [
     "he_normal_",
     "init_keras_",
     "pad_to_multiple",
+    "ImageHead",
+    "straight_through_clamp",
     "ACTIVATIONS",
+    "HEADS",
 ]
 
 ACTIVATIONS = ("relu", "lrelu", "sigmoid", "tanh", None)
+#: Output heads of the U-Nets (:class:`ImageHead`): the authors' layers, or a residual head.
+HEADS = ("paper", "residual")
 
 
 def _activation(name: str | None) -> nn.Module:
@@ -143,6 +148,83 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+def straight_through_clamp(y: torch.Tensor) -> torch.Tensor:
+    """``y`` clamped to [0, 1] in the forward pass, with the identity's gradient.
+
+    A plain ``clamp`` passes no gradient where the prediction is outside [0, 1], so a pixel
+    that overshoots once can never be pulled back; this keeps the output range of a clamp
+    and the gradient of the unclamped value.
+
+    Example:
+        >>> y = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+        >>> out = straight_through_clamp(y); out.sum().backward()
+        >>> out.tolist(), y.grad.tolist()
+        ([0.0, 0.5, 1.0], [1.0, 1.0, 1.0])
+    """
+    return y + (y.clamp(0.0, 1.0) - y).detach()
+
+
+class ImageHead(nn.Module):
+    """The last layers of a U-Net: decoder features -> image.
+
+    ``kind="paper"`` is the authors' head of DPDNet, RDPD and MDP: a 3x3 convolution to 3
+    channels with ReLU, then a 1x1 convolution with a sigmoid (``last="sigmoid"``) or linear
+    and clamped to [0, 1] (``last=None``, RDPD's change 5). Three ReLU channels are a narrow
+    gate: a channel whose pre-activation turns negative everywhere passes no gradient again,
+    and a sigmoid far from 0.5 hardly moves, so the whole output can freeze at a constant
+    (what MDP's left view did in the book's first runs).
+
+    ``kind="residual"`` predicts a correction to an image the network is given, ``base`` (the
+    blurred input at the output's brightness): ``base + conv3x3(features)``, the convolution
+    initialised to zero so that an untrained network returns its input, clamped to [0, 1]
+    with :func:`straight_through_clamp`. Learning the residual (the image minus its blurred
+    version) is the formulation of DRBNet's dynamic residual blocks and of most deblurring
+    networks since; it makes the network start at the blurred input's PSNR instead of below
+    it.
+
+    Args:
+        in_channels: decoder feature channels.
+        out_channels: image channels.
+        kind: ``"paper"`` or ``"residual"`` (:data:`HEADS`).
+        last: activation of the paper head's 1x1 layer: ``"sigmoid"`` or None (linear, clamped).
+
+    Shape:
+        ``(B, in_channels, H, W)`` (and ``base`` ``(B, out_channels, H, W)`` for the residual
+        head) -> ``(B, out_channels, H, W)``.
+
+    Example:
+        >>> head = init_keras_(ImageHead(8, 3, kind="residual"))
+        >>> base = torch.rand(1, 3, 4, 4)
+        >>> torch.equal(head(torch.rand(1, 8, 4, 4), base), base)
+        True
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 3, kind: str = "paper",
+                 last: str | None = "sigmoid"):
+        super().__init__()
+        self.kind = require_choice("head", kind, HEADS)
+        self.last = require_choice("last", last, ("sigmoid", None))
+        if self.kind == "paper":
+            self.body = nn.Sequential(ConvAct(in_channels, 3, 3, act="relu"),
+                                      ConvAct(3, out_channels, 1, act=last))
+        else:
+            self.body = ConvAct(in_channels, out_channels, 3, act=None)
+
+    def zero_init_(self) -> None:
+        """Zero the residual head's convolution (an untrained network returns its base)."""
+        if self.kind == "residual" and not self.body.conv.weight.is_meta:
+            nn.init.zeros_(self.body.conv.weight)
+            nn.init.zeros_(self.body.conv.bias)
+
+    def forward(self, features: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.body(features)
+        if self.kind == "paper":
+            return y if self.last == "sigmoid" else y.clamp(0.0, 1.0)
+        if base is None:
+            raise ValueError("the residual head needs the base image it corrects")
+        return straight_through_clamp(base + y)
+
+
 def he_normal_(weight: torch.Tensor) -> torch.Tensor:
     """Keras ``he_normal`` in place: truncated normal (+-2 std), std ``sqrt(2 / fan_in)``.
 
@@ -179,6 +261,9 @@ def init_keras_(module: nn.Module) -> nn.Module:
             he_normal_(m.weight)
             if m.bias is not None and not m.bias.is_meta:
                 nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, ImageHead):
+            m.zero_init_()
     return module
 
 

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._validate import require_image, require_number, require_positive
-from .blocks import ConvAct, DoubleConv, UpConv, init_keras_, pad_to_multiple
+from .blocks import DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
 
 __all__ = ["DPDNet", "DPDNET_PARAMS"]
 
@@ -41,6 +41,10 @@ class DPDNet(nn.Module):
         out_channels: output channels (3).
         widths: encoder widths per level (64, 128, 256, 512); the bottleneck has twice the last.
         dropout: dropout rate after level 4 and after the bottleneck (0.4).
+        head: ``"paper"`` (the authors' 3x3 ReLU -> 1x1 sigmoid head) or ``"residual"``
+            (the blurred image ``left + right``, or the single input, plus a learned
+            correction; see :class:`~dplab.models.blocks.ImageHead`). The shipped weights
+            use ``"residual"``.
 
     Shape:
         ``(B, in_channels, H, W) -> (B, out_channels, H, W)``, values in (0, 1) (sigmoid).
@@ -59,7 +63,8 @@ class DPDNet(nn.Module):
     multiple = 16
 
     def __init__(self, in_channels: int = 6, out_channels: int = 3,
-                 widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.4):
+                 widths: tuple[int, ...] = (64, 128, 256, 512), dropout: float = 0.4,
+                 head: str = "paper"):
         super().__init__()
         self.in_channels = require_positive("in_channels", in_channels, integer=True)
         self.out_channels = require_positive("out_channels", out_channels, integer=True)
@@ -80,8 +85,15 @@ class DPDNet(nn.Module):
         self.up3, self.dec3 = UpConv(w4, w3), DoubleConv(2 * w3, w3)
         self.up2, self.dec2 = UpConv(w3, w2), DoubleConv(2 * w2, w2)
         self.up1, self.dec1 = UpConv(w2, w1), DoubleConv(2 * w1, w1)
-        self.head = nn.Sequential(ConvAct(w1, 3, 3, act="relu"), ConvAct(3, out_channels, 1, act="sigmoid"))
+        self.head = ImageHead(w1, out_channels, kind=head)
+        if head == "residual" and in_channels not in (3, 6):
+            raise ValueError(f"the residual head needs a 3-channel image or a 6-channel [left, right] "
+                             f"input to start from, got in_channels={in_channels}")
         init_keras_(self)
+
+    def base_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The blurred image the residual head corrects: ``left + right`` or the input."""
+        return x[:, :3] + x[:, 3:6] if self.in_channels == 6 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = require_image("x", x, channels=self.in_channels)
@@ -95,4 +107,5 @@ class DPDNet(nn.Module):
         d = self.dec3(torch.cat([e3, self.up3(d)], 1))
         d = self.dec2(torch.cat([e2, self.up2(d)], 1))
         d = self.dec1(torch.cat([e1, self.up1(d)], 1))
-        return self.head(d)[..., :h, :w]
+        base = self.base_image(x) if self.head.kind == "residual" else None
+        return self.head(d, base)[..., :h, :w]

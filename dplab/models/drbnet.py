@@ -24,6 +24,18 @@ models take and return [0, 1]: the input is mapped by ``2 x - 1`` inside, the es
 multi-scale list returned by ``return_scales=True`` is left unclamped so that training
 losses keep their gradients.
 
+Coarse-to-fine start (``pyramid=``). In the authors' code (``"code"``, the default) the first
+DRB starts from the input area-downsampled by 8 and every later DRB from the previous output
+up-sampled x2, so the full-resolution DRB never sees the input's own fine detail: its
+residual branch must re-create every edge from the decoder features. Untrained, the network
+returns an 8x-downsampled, blocky version of its input (far below the blurred input's PSNR)
+and short CPU runs stay there. ``"residual"`` makes each scale a correction of the input at
+that scale, as in a Laplacian pyramid: the DRB at scale ``s`` starts from ``down_s(input) +
+up_2(y_{2s} - down_{2s}(input))``, and the last layer of each DRB's kernel and residual
+branch starts at zero, so that the untrained network returns its input exactly and training
+starts from the blurred input's PSNR. The layers and weights are the same; the shipped
+weights use ``"residual"``.
+
 Dual-pixel variant (``in_channels=6``, the code's ``DeblurNet_dual``): the encoder sees both
 views, the image estimate starts from the combined image. dplab's views each carry about half
 the brightness (``combined = left + right``), whereas the code reads full-brightness views;
@@ -50,7 +62,10 @@ from .._validate import require_choice, require_image, require_number, require_p
 from .blocks import ConvAct, ResBlock, pad_to_multiple
 
 __all__ = ["DRBNet", "DynamicResidualBlock", "apply_pixel_kernels", "DRBNET_PARAMS", "DRBNET_VARIANTS",
-           "KERNEL_SIZES"]
+           "KERNEL_SIZES", "PYRAMIDS"]
+
+#: Coarse-to-fine starts of :class:`DRBNet`: the authors' code, or a residual pyramid.
+PYRAMIDS = ("code", "residual")
 
 #: Parameter counts of the authors' DRBNet (REFERENCE_FACTS.md): single image and dual pixel.
 DRBNET_PARAMS = {3: 11_689_616, 6: 11_690_480}
@@ -190,6 +205,9 @@ class DRBNet(nn.Module):
         multi_scale: four DRBs at 1/8, 1/4, 1/2, 1 (True) or only the full-resolution one.
         width: base width ``ch1`` (32); levels use ``ch1, 2 ch1, 4 ch1, 8 ch1``.
         view_gain: factor applied to each DP view before the [-1, 1] mapping (dual only).
+        pyramid: ``"code"`` (each DRB starts from the previous output up-sampled; the authors'
+            code) or ``"residual"`` (each scale corrects the input at that scale, branch heads
+            start at zero; see the module docstring).
 
     Forward:
         ``forward(x, return_scales=False)`` with ``x`` ``(B, in_channels, H, W)`` in [0, 1].
@@ -218,8 +236,9 @@ class DRBNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, kernel_size: int = 7, *, use_input: bool = True,
                  use_dynamic: bool = True, use_residual: bool = True, multi_scale: bool = True,
-                 width: int = 32, view_gain: float = 2.0):
+                 width: int = 32, view_gain: float = 2.0, pyramid: str = "code"):
         super().__init__()
+        self.pyramid = require_choice("pyramid", pyramid, PYRAMIDS)
         self.in_channels = require_choice("in_channels", in_channels, (3, 6))
         kernel_size = require_positive("kernel_size", kernel_size, integer=True)
         if kernel_size % 2 == 0:
@@ -259,6 +278,13 @@ class DRBNet(nn.Module):
         scales = (8, 4, 2, 1) if self.multi_scale else (1,)
         self.scales = scales
         self.drbs = nn.ModuleDict({f"d{s}": DynamicResidualBlock(*specs[s], **opts) for s in scales})
+        if self.pyramid == "residual":
+            with torch.no_grad():
+                for drb in self.drbs.values():
+                    for branch in (drb.kernel_branch, drb.res_branch):
+                        if branch is not None and not branch[-1].conv.weight.is_meta:
+                            branch[-1].conv.weight.zero_()
+                            branch[-1].conv.bias.zero_()
 
     def forward(self, x: torch.Tensor, return_scales: bool = False, return_terms: bool = False):
         x = require_image("x", x, channels=self.in_channels)
@@ -281,10 +307,16 @@ class DRBNet(nn.Module):
         f = self.dec3(self.up3(f) + f3); decoded[4] = f
         f = self.dec2(self.up2(f) + f2); decoded[2] = f
         f = self.dec1(self.up1(f) + f1); decoded[1] = f
-        est = F.interpolate(img, scale_factor=1 / self.scales[0], mode="area") if self.scales[0] > 1 else img
+        def at_scale(s):
+            return F.interpolate(img, scale_factor=1 / s, mode="area") if s > 1 else img
+
+        est = at_scale(self.scales[0])
         outs, terms = [], []
         for i, s in enumerate(self.scales):
-            if i > 0:
+            if i > 0 and self.pyramid == "residual":      # the input at this scale + the coarser correction
+                correction = est - at_scale(2 * s)
+                est = at_scale(s) + F.interpolate(correction, scale_factor=2, mode="bilinear", align_corners=False)
+            elif i > 0:
                 est = F.interpolate(est, scale_factor=2, mode="nearest")
             if return_terms:
                 x_n = est

@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._validate import require_choice, require_image, require_positive
-from .blocks import ConvAct, DoubleConv, UpConv, init_keras_, pad_to_multiple
+from .blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
 
 __all__ = ["MDP", "MDPSingleTask", "MDPOutput", "MDP_PARAMS", "STITCHING"]
 
@@ -117,20 +117,20 @@ class DecoderLate(nn.Module):
     """Late part of one decoder: 1/2 resolution -> output image, with optional stitched inputs."""
 
     def __init__(self, in_half: int, widths=(128, 64), skip1: int = 64, in_full_extra: int = 0,
-                 out_channels: int = 3):
+                 out_channels: int = 3, head: str = "paper"):
         super().__init__()
         w2, w1 = widths
         self.dec2 = DoubleConv(in_half, w2)
         self.up1 = UpConv(w2, w1)
         self.dec1 = DoubleConv(skip1 + w1 + in_full_extra, w1)
-        self.head = nn.Sequential(ConvAct(w1, 3, 3, act="relu"), ConvAct(3, out_channels, 1, act="sigmoid"))
+        self.head = ImageHead(w1, out_channels, kind=head)
 
     def half(self, x_half):
         """Blocks at 1/2 resolution; returns the up-conv output at full resolution."""
         return self.up1(self.dec2(x_half))
 
-    def full(self, x_full):
-        return self.head(self.dec1(x_full))
+    def full(self, x_full, base=None):
+        return self.head(self.dec1(x_full), base)
 
 
 class MDP(nn.Module):
@@ -144,6 +144,10 @@ class MDP(nn.Module):
         width: multiplies every entry of ``widths`` and ``decoder_widths`` (rounded, at
             least 1); e.g. ``width=0.125`` for a small model that trains on a CPU. The
             default 1 is the paper's network.
+        head: ``"paper"`` (the authors' 3x3 ReLU -> 1x1 sigmoid heads) or ``"residual"``: each
+            decoder corrects the input at its target's brightness (the views start from half
+            the input, as dplab's views sum to the combined image; the sharp image from the
+            input), :class:`~dplab.models.blocks.ImageHead`. The shipped weights use it.
 
     Attributes:
         encoder: shared encoder.
@@ -170,7 +174,7 @@ class MDP(nn.Module):
     def __init__(self, stitching: str = "middle", in_channels: int = 3,
                  widths: tuple[int, ...] = (64, 128, 256, 512),
                  decoder_widths: tuple[int, ...] = (1024, 512, 256, 128, 64),
-                 width: float = 1.0):
+                 width: float = 1.0, head: str = "paper"):
         super().__init__()
         self.stitching = require_choice("stitching", stitching, STITCHING)
         self.in_channels = require_positive("in_channels", in_channels, integer=True)
@@ -183,7 +187,8 @@ class MDP(nn.Module):
         extra_full = (n - 1) * dw[4] if self.stitching == "late" else 0
         self.encoder = MDPEncoder(in_channels, widths)
         self.early = nn.ModuleDict({b: DecoderEarly(widths, dw[:4]) for b in BRANCHES})
-        self.late = nn.ModuleDict({b: DecoderLate(in_half, dw[3:], e1, extra_full) for b in BRANCHES})
+        self.late = nn.ModuleDict({b: DecoderLate(in_half, dw[3:], e1, extra_full, head=head) for b in BRANCHES})
+        self.head = head
         init_keras_(self)
 
     def set_trainable(self, branch: str, trainable: bool) -> "MDP":
@@ -206,6 +211,9 @@ class MDP(nn.Module):
         skips, latent = self.encoder(x)                     # Eq. 4: X = Enc(I_c)
         e1, e2 = skips[0], skips[1]
         ups = {b: self.early[b](skips, latent) for b in BRANCHES}
+        base = dict.fromkeys(BRANCHES)
+        if self.head == "residual":                         # views at half brightness
+            base = {"left": x / 2, "right": x / 2, "sharp": x}
         if self.stitching == "middle":                      # middle-stage stitching
             shared = torch.cat([e2] + [ups[b] for b in BRANCHES], 1)
             fulls = {b: self.late[b].half(shared) for b in BRANCHES}
@@ -213,9 +221,9 @@ class MDP(nn.Module):
             fulls = {b: self.late[b].half(torch.cat([e2, ups[b]], 1)) for b in BRANCHES}
         if self.stitching == "late":                        # late-stage stitching
             shared = torch.cat([e1] + [fulls[b] for b in BRANCHES], 1)
-            outs = {b: self.late[b].full(shared) for b in BRANCHES}
+            outs = {b: self.late[b].full(shared, base[b]) for b in BRANCHES}
         else:
-            outs = {b: self.late[b].full(torch.cat([e1, fulls[b]], 1)) for b in BRANCHES}
+            outs = {b: self.late[b].full(torch.cat([e1, fulls[b]], 1), base[b]) for b in BRANCHES}
         return MDPOutput(*(outs[b][..., :h, :w] for b in BRANCHES))
 
 
@@ -239,6 +247,10 @@ class MDPSingleTask(nn.Module):
         decoder_widths: five decoder widths (bottleneck, 1/8, 1/4, 1/2, 1).
         width: multiplies every width, as in :class:`MDP`; ``MDPSingleTask(width=w)`` keeps
             roughly the capacity of ``MDP(width=w)`` (both counts scale about as ``w**2``).
+        head: ``"paper"`` (the authors' 3x3 ReLU -> 1x1 sigmoid heads) or ``"residual"``: each
+            decoder corrects the input at its target's brightness (the views start from half
+            the input, as dplab's views sum to the combined image; the sharp image from the
+            input), :class:`~dplab.models.blocks.ImageHead`. The shipped weights use it.
 
     Shape:
         ``(B, 3, H, W)`` -> :class:`MDPOutput` with ``sharp`` (deblur) or ``left`` and ``right``
@@ -255,7 +267,7 @@ class MDPSingleTask(nn.Module):
     def __init__(self, task: str = "deblur", in_channels: int = 3,
                  widths: tuple[int, ...] = (64, 128, 256, 512),
                  decoder_widths: tuple[int, ...] = SINGLE_TASK_DECODER_WIDTHS,
-                 width: float = 1.0):
+                 width: float = 1.0, head: str = "paper"):
         super().__init__()
         self.task = require_choice("task", task, ("deblur", "views"))
         self.in_channels = require_positive("in_channels", in_channels, integer=True)
@@ -265,7 +277,8 @@ class MDPSingleTask(nn.Module):
         self.encoder = MDPEncoder(in_channels, widths)
         self.early = DecoderEarly(widths, dw[:4])
         out = 3 if self.task == "deblur" else 6
-        self.late = DecoderLate(widths[1] + dw[3], dw[3:], widths[0], 0, out_channels=out)
+        self.late = DecoderLate(widths[1] + dw[3], dw[3:], widths[0], 0, out_channels=out, head=head)
+        self.head = head
         init_keras_(self)
 
     def forward(self, x: torch.Tensor) -> MDPOutput:
@@ -274,7 +287,10 @@ class MDPSingleTask(nn.Module):
         skips, latent = self.encoder(x)
         up = self.early(skips, latent)
         full = self.late.half(torch.cat([skips[1], up], 1))
-        y = self.late.full(torch.cat([skips[0], full], 1))[..., :h, :w]
+        base = None
+        if self.head == "residual":
+            base = x if self.task == "deblur" else torch.cat([x / 2, x / 2], 1)
+        y = self.late.full(torch.cat([skips[0], full], 1), base)[..., :h, :w]
         if self.task == "deblur":
             return MDPOutput(None, None, y)
         return MDPOutput(y[:, :3], y[:, 3:], None)

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._validate import require_choice, require_finite, require_positive, require_tensor
-from .blocks import ConvAct, DoubleConv, UpConv, init_keras_, pad_to_multiple
+from .blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
 from .convlstm import ConvLSTMCell, LSTMState
 
 __all__ = ["RDPD", "RDPD_PARAMS", "radial_distance_map"]
@@ -100,8 +100,10 @@ class RDPD(nn.Module):
         recurrent_dropout: ConvLSTM hidden-state dropout (0 in the code), Keras ``recurrent_dropout``.
         peephole: per-channel peephole terms of Eqs. 7-9 (True); False matches the code's
             Keras ``ConvLSTM2D`` and its parameter count.
-        head: ``"linear"`` (change 5: 1x1 linear layer clamped to [0, 1]) or ``"sigmoid"``
-            (DPDNet's head).
+head: ``"linear"`` (change 5: 1x1 linear layer clamped to [0, 1]), ``"sigmoid"``
+            (DPDNet's head) or ``"residual"`` (the blurred image ``left + right`` -- twice
+            the view for RSPD -- plus a learned correction, :class:`~dplab.models.blocks.ImageHead`;
+            the shipped weights use it).
 
     Forward:
         ``forward(x, state=None, return_state=False)``. ``x`` is one frame ``(B, C, H, W)`` or a
@@ -143,7 +145,10 @@ class RDPD(nn.Module):
         if len(widths) != 4:
             raise ValueError(f"widths must list 4 encoder widths, got {widths}")
         lstm_channels = require_positive("lstm_channels", lstm_channels, integer=True)
-        self.head_type = require_choice("head", head, ("linear", "sigmoid"))
+        self.head_type = require_choice("head", head, ("linear", "sigmoid", "residual"))
+        if head == "residual" and in_channels not in (4, 7):
+            raise ValueError("the residual head needs the [left, right, radial] (7) or [view, radial] (4) "
+                             f"input to start from, got in_channels={in_channels}")
         w1, w2, w3, w4 = widths
         self.enc1 = DoubleConv(in_channels, w1)
         self.enc2 = DoubleConv(w1, w2)
@@ -156,8 +161,8 @@ class RDPD(nn.Module):
         self.up3, self.dec3 = UpConv(w4, w3), DoubleConv(2 * w3, w3)
         self.up2, self.dec2 = UpConv(w3, w2), DoubleConv(2 * w2, w2)
         self.up1, self.dec1 = UpConv(w2, w1), DoubleConv(2 * w1, w1)
-        last = "sigmoid" if self.head_type == "sigmoid" else None
-        self.head = nn.Sequential(ConvAct(w1, 3, 3, act="relu"), ConvAct(3, out_channels, 1, act=last))
+        self.head = (ImageHead(w1, out_channels, kind="residual") if head == "residual" else
+                     ImageHead(w1, out_channels, last="sigmoid" if head == "sigmoid" else None))
         for name, child in self.named_children():
             if name != "lstm":
                 init_keras_(child)
@@ -169,14 +174,18 @@ class RDPD(nn.Module):
         e4 = self.enc4(F.max_pool2d(e3, 2))
         return (e1, e2, e3, e4), self.pre_lstm(F.max_pool2d(e4, 2))
 
-    def _decode(self, skips, h):
+    def base_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The blurred image the residual head corrects: ``left + right`` (RDPD) or twice
+        the one view (RSPD), frames flattened ``(B*T, C, H, W)``."""
+        return x[:, :3] + x[:, 3:6] if self.in_channels == 7 else 2 * x[:, :3]
+
+    def _decode(self, skips, h, base=None):
         e1, e2, e3, e4 = skips
         d = self.dec4(torch.cat([e4, self.up4(h)], 1))
         d = self.dec3(torch.cat([e3, self.up3(d)], 1))
         d = self.dec2(torch.cat([e2, self.up2(d)], 1))
         d = self.dec1(torch.cat([e1, self.up1(d)], 1))
-        y = self.head(d)
-        return y if self.head_type == "sigmoid" else y.clamp(0.0, 1.0)
+        return self.head(d, base)
 
     def forward(self, x: torch.Tensor, state: LSTMState | None = None, return_state: bool = False):
         x = require_tensor("x", x)
@@ -200,7 +209,9 @@ class RDPD(nn.Module):
         for k in range(t):
             state = self.lstm(feats[:, k], state, masks)
             hs.append(state.h)
-        y = self._decode(skips, torch.stack(hs, 1).flatten(0, 1))
+        frames = seq.flatten(0, 1)
+        base = self.base_image(frames) if self.head_type == "residual" else None
+        y = self._decode(skips, torch.stack(hs, 1).flatten(0, 1), base)
         y = y.unflatten(0, (b, t))[..., :h, :w]
         y = y[:, 0] if single else y
         return (y, state) if return_state else y
