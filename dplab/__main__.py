@@ -6,13 +6,17 @@ setting ``handler``):
 * ``synth`` writes a synthetic DP dataset in the DPDD layout (:mod:`dplab.synth`);
 * ``train`` trains a network with a paper's recipe and :class:`dplab.train.Trainer`,
   resumably (:mod:`dplab.cli_train`);
-* ``evaluate`` tabulates PSNR/SSIM/MAE/time/params of a checkpoint (:mod:`dplab.cli_evaluate`)::
+* ``evaluate`` tabulates PSNR/SSIM/MAE/time/params of a checkpoint or a shipped network beside
+  the blurred input (:mod:`dplab.cli_evaluate`);
+* ``weights`` retrains the shipped networks and writes their cards (:mod:`dplab.cli_weights`,
+  ``make weights``)::
 
     python -m dplab synth --out data/synth --count 100 --seed 0 --size 512x768 \\
         --sequences 10 --frames 4
     python -m dplab train --model dpdnet --recipe dpdnet --data data/synth --out runs/dpdnet \\
         --steps 2000 --patch 256
     python -m dplab evaluate --checkpoint runs/dpdnet/checkpoints/last.pt --data data/synth
+    python -m dplab evaluate --pretrained dpdnet --data data/synth
 
 Run ``python -m dplab COMMAND --help`` for every option. Exit status: 0 on success, 2 on bad
 arguments, a missing checkpoint or dataset, or a refused output folder, 130 when interrupted
@@ -98,8 +102,14 @@ def _add_evaluate(sub) -> None:
     add_parser(sub)
 
 
+def _add_weights(sub) -> None:
+    from .cli_weights import add_parser
+
+    add_parser(sub)
+
+
 #: Sub-commands: name -> function(subparsers) that adds the sub-parser.
-COMMANDS = {"synth": _add_synth, "train": _add_train, "evaluate": _add_evaluate}
+COMMANDS = {"synth": _add_synth, "train": _add_train, "evaluate": _add_evaluate, "weights": _add_weights}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +132,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, FloatingPointError) as err:
         print(f"python -m dplab {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import math
 import os
 import random
 import tempfile  # noqa: F401  (the doctests use it)
@@ -53,6 +54,7 @@ from ._validate import require_choice, require_number, require_positive
 from .notebook import write_json_atomic
 
 __all__ = [
+    "TrainingDiverged",
     "DEFAULTS",
     "RECIPES",
     "recipe",
@@ -65,6 +67,19 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss turned non-finite or left its running range by orders of magnitude.
+
+    Raised by :meth:`Trainer.train_step` before the offending step changes any weight, so the
+    last checkpoint (``checkpoints/last.pt``, written before the blow-up) is the last good
+    model. Attributes ``step`` (the step that diverged) and ``loss``.
+    """
+
+    def __init__(self, message: str, step: int, loss: float):
+        super().__init__(message)
+        self.step, self.loss = step, loss
 
 #: Trainer settings and their defaults. ``epochs`` or ``max_steps`` must be set.
 DEFAULTS: dict = {
@@ -91,6 +106,11 @@ DEFAULTS: dict = {
     "best_metric": "psnr",  # "psnr" (or whatever metric_fn measures; higher is better) | "loss"
     "progress": True,
     "find_unused_parameters": False,
+    # Divergence guard: stop when the loss is non-finite, or (after `divergence_window` steps)
+    # exceeds `divergence_factor` times the largest loss of the last `divergence_window` steps
+    # and the run's first loss.
+    "divergence_factor": 100.0,  # None: never stop on a large loss (non-finite still stops)
+    "divergence_window": 50,
 }
 # Keys a recipe may carry for the chapter (data and loss settings); the trainer ignores them.
 _INFO_KEYS = ("paper", "data", "loss", "notes")
@@ -198,6 +218,9 @@ def lr_factor(schedule: dict, t: int) -> float:
     ``{"kind": "linear_decay", "constant": n, "decay": d}``: 1 for the first ``n`` epochs, then
     ``1 - (t + 1 - n) / (d + 1)`` (Zhu et al.'s rule that DRBNet follows: linear towards 0 over
     the next ``d`` epochs), never below 0.
+    ``{"kind": "cosine", "total": n, "floor": f}``: half a cosine from 1 down to ``f`` (default
+    0.01) over ``n`` epochs (or steps), then ``f`` (Loshchilov and Hutter, 2017, without
+    restarts; dplab's shipped CPU-trained weights use it per step).
     Every kind accepts ``"unit": "epoch"`` (default) or ``"step"``.
 
     Raises:
@@ -208,6 +231,8 @@ def lr_factor(schedule: dict, t: int) -> float:
         [1.0, 1.0, 0.5, 0.5, 0.25]
         >>> [round(lr_factor({"kind": "linear_decay", "constant": 2, "decay": 3}, t), 2) for t in range(6)]
         [1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+        >>> [round(lr_factor({"kind": "cosine", "total": 4, "floor": 0.0}, t), 3) for t in range(6)]
+        [1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
     """
     if not isinstance(schedule, dict) or "kind" not in schedule:
         raise ValueError(f"schedule must be a dict with a 'kind', got {schedule!r}")
@@ -222,7 +247,15 @@ def lr_factor(schedule: dict, t: int) -> float:
         constant = require_positive("schedule['constant']", schedule.get("constant"), allow_zero=True, integer=True)
         decay = require_positive("schedule['decay']", schedule.get("decay"), integer=True)
         return float(max(0.0, 1.0 - max(0, t + 1 - constant) / (decay + 1)))
-    raise ValueError(f"schedule kind must be 'constant', 'step' or 'linear_decay', got {kind!r}")
+    if kind == "cosine":
+        if schedule.get("total") is None:
+            raise ValueError("a cosine schedule needs schedule['total'], the epochs (or steps) it decays over")
+        total = require_positive("schedule['total']", schedule.get("total"), integer=True)
+        floor = float(require_number("schedule['floor']", schedule.get("floor", 0.01)))
+        if not 0 <= floor <= 1:
+            raise ValueError(f"schedule['floor'] must be in [0, 1], got {floor!r}")
+        return float(floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
+    raise ValueError(f"schedule kind must be 'constant', 'step', 'linear_decay' or 'cosine', got {kind!r}")
 
 
 # --- checkpoints ----------------------------------------------------------------------------
@@ -544,6 +577,8 @@ class Trainer:
         self.history: list[dict] = []
         self.val_history: list[dict] = []
         self._last_val_step = None
+        self._recent_losses: list[float] = []
+        self._start_loss: float | None = None
         self._start_resume(resume)
 
     # -- configuration ----------------------------------------------------------------------
@@ -570,6 +605,11 @@ class Trainer:
         cfg["weight_decay"] = float(require_positive("weight_decay", cfg["weight_decay"], allow_zero=True))
         if cfg["grad_clip"] is not None:
             cfg["grad_clip"] = float(require_positive("grad_clip", cfg["grad_clip"]))
+        if cfg["divergence_factor"] is not None:
+            cfg["divergence_factor"] = float(require_positive("divergence_factor", cfg["divergence_factor"]))
+            if cfg["divergence_factor"] <= 1:
+                raise ValueError(f"divergence_factor must be > 1 (or None), got {cfg['divergence_factor']}")
+        cfg["divergence_window"] = int(require_positive("divergence_window", cfg["divergence_window"], integer=True))
         require_choice("optimizer", cfg["optimizer"], ("adam", "radam"))
         require_choice("amp", cfg["amp"], ("auto", True, False))
         betas = cfg["betas"]
@@ -754,6 +794,32 @@ class Trainer:
             raise TypeError("loss_fn must return a scalar tensor (or a dict with one under 'loss')")
         return out.reshape(()), terms
 
+    def _check_divergence(self, value: float) -> None:
+        """Raise :class:`TrainingDiverged` for a non-finite loss, or one more than
+        ``divergence_factor`` times the largest of the last ``divergence_window`` losses and
+        larger than the first loss of this run (or of this resumed segment)."""
+        step = self.step + 1
+        where = (f"; the last checkpoint ({self.last_path}) holds the model before it. Lower the "
+                 "learning rate (or set grad_clip) and resume from it, or check the data")
+        if not math.isfinite(value):
+            if self.amp:        # a float16 overflow: GradScaler skips the step and lowers its scale
+                return
+            raise TrainingDiverged(f"training diverged at step {step}: the loss is {value}{where}", step, value)
+        recent = self._recent_losses
+        factor, window = self.config["divergence_factor"], self.config["divergence_window"]
+        if self._start_loss is None:
+            self._start_loss = value
+        # Also above the first loss of the run: a loss that converges towards zero may jump by
+        # orders of magnitude at rounding-noise level without anything going wrong.
+        if (factor is not None and len(recent) >= window and value > factor * max(recent)
+                and value > self._start_loss):
+            raise TrainingDiverged(
+                f"training diverged at step {step}: the loss {value:.4g} is more than {factor:g} times the "
+                f"largest of the previous {window} steps ({min(recent):.4g} to {max(recent):.4g}) and above "
+                f"the run's first loss ({self._start_loss:.4g}){where}", step, value)
+        recent.append(value)
+        del recent[:-window]
+
     def train_step(self, batch) -> dict:
         """One optimizer step on one (per-process) batch; returns the log row."""
         self.train_model.train()
@@ -762,8 +828,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             pred = self.forward_fn(self.train_model, batch)
             loss, terms = self._compute_loss(pred, batch)
-        if not torch.isfinite(loss) and not self.amp:
-            raise FloatingPointError(f"the loss is {float(loss)} at step {self.step + 1}; lower the learning rate or check the data")
+        self._check_divergence(float(loss.detach()))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config["grad_clip"] is not None:

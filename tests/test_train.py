@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dplab.train import DEFAULTS, RECIPES, Trainer, load_checkpoint, lr_factor, recipe
+from dplab.train import DEFAULTS, RECIPES, Trainer, TrainingDiverged, load_checkpoint, lr_factor, recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,6 +136,13 @@ def test_lr_schedules():
     assert lr_factor(decay, 250) == 0.0
     assert lr_factor({"kind": "constant"}, 1000) == 1.0
     with pytest.raises(ValueError, match="kind"):
+        lr_factor({"kind": "warmup"}, 0)
+    # cosine: closed form 0.01 + 0.99 (1 + cos(pi t / T)) / 2, flat at the floor after T
+    cosine = {"kind": "cosine", "total": 100}
+    assert lr_factor(cosine, 0) == 1.0
+    assert lr_factor(cosine, 50) == pytest.approx(0.505)
+    assert lr_factor(cosine, 100) == pytest.approx(0.01) and lr_factor(cosine, 400) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="total"):
         lr_factor({"kind": "cosine"}, 0)
     with pytest.raises(ValueError, match="every"):
         lr_factor({"kind": "step", "every": 0}, 0)
@@ -309,3 +316,64 @@ def test_concat_inputs_feeds_single_tensor_networks(tmp_path):
     assert summary["history"][-1]["loss"] < 0.2 * summary["history"][0]["loss"]
     with pytest.raises(KeyError, match="radial"):
         concat_inputs("left", "radial")(model, data[0])
+
+
+# --- divergence -------------------------------------------------------------------------------
+def test_a_loss_that_leaves_its_range_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    """The loss jumps by 10^4 at step 37 (as DRBNet's did, 0.09 -> 2,040 within 21 steps):
+    training stops there with an error naming the step, and ``last.pt`` still holds the model
+    of step 30, before the jump, and no weight was changed by the bad step."""
+    calls = {"n": 0}
+
+    def loss_fn(pred, batch):
+        calls["n"] += 1
+        loss = mse_loss(pred, batch)
+        return loss * 1e4 if calls["n"] >= 37 else loss
+
+    trainer = make_trainer(tmp_path, {"epochs": 100, "checkpoint_every": 10, "divergence_window": 20},
+                           loss_fn=loss_fn)
+    before = None
+
+    def remember(trainer, row):
+        nonlocal before
+        before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    trainer.callbacks.append(remember)
+    with pytest.raises(TrainingDiverged, match="step 37") as info:
+        trainer.fit()
+    assert info.value.step == 37 and "last checkpoint" in str(info.value)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 30
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_a_non_finite_loss_stops_training_at_once(tmp_path):
+    calls = {"n": 0}
+
+    def loss_fn(pred, batch):
+        calls["n"] += 1
+        return mse_loss(pred, batch) * (float("nan") if calls["n"] == 5 else 1.0)
+
+    trainer = make_trainer(tmp_path, {"epochs": 50, "divergence_factor": None}, loss_fn=loss_fn)
+    with pytest.raises(TrainingDiverged, match=r"step 5: the loss is nan"):
+        trainer.fit()
+    assert trainer.step == 4
+
+
+def test_a_noisy_but_stable_loss_is_not_called_divergent(tmp_path):
+    """A factor of 100 over the window's largest loss: the ordinary step-to-step noise of a
+    loss (here a factor of 10 up and down) never trips it."""
+    calls = {"n": 0}
+
+    def loss_fn(pred, batch):
+        calls["n"] += 1
+        return mse_loss(pred, batch) * (10.0 if calls["n"] % 7 == 0 else 1.0)
+
+    summary = make_trainer(tmp_path, {"epochs": 40, "divergence_window": 5}, loss_fn=loss_fn).fit()
+    assert summary["step"] == 80
+
+
+def test_divergence_settings_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="divergence_factor"):
+        make_trainer(tmp_path, {"divergence_factor": 0.5})
+    with pytest.raises(ValueError, match="divergence_window"):
+        make_trainer(tmp_path, {"divergence_window": 0})
