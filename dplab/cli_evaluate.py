@@ -1,4 +1,8 @@
-"""``python -m dplab evaluate``: a trained checkpoint on a DPDD-layout folder.
+"""``python -m dplab evaluate``: a trained checkpoint or a shipped network on a DPDD-layout folder.
+
+``--pretrained NAME`` takes a shipped network (:func:`dplab.models.pretrained`) instead of a
+checkpoint. The blurred input (the combined image) is always scored beside the method, so the
+table shows what the method gains.
 
 The network is rebuilt from the checkpoint's model spec (:func:`dplab.models.from_checkpoint`;
 every checkpoint of :class:`dplab.train.Trainer` and of ``python -m dplab train`` has one),
@@ -26,7 +30,12 @@ def add_parser(sub) -> None:
                     "a DPDD-layout folder (the Canon release or `python -m dplab synth` output) and print "
                     "PSNR, SSIM, MAE (outputs clipped to [0, 1], means over images), time per image and "
                     "the parameter count.")
-    p.add_argument("--checkpoint", required=True, help="a last.pt / best.pt written by dplab's Trainer")
+    from .models.shipped import SHIPPED
+
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a last.pt / best.pt written by dplab's Trainer")
+    which.add_argument("--pretrained", choices=sorted(SHIPPED), metavar="NAME",
+                       help="a shipped network (dplab.models.pretrained): " + ", ".join(SHIPPED))
     p.add_argument("--data", required=True, help="DPDD-layout folder holding {split}_c/, {split}_l/, {split}_r/")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split (default test)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
@@ -42,7 +51,7 @@ def run(args) -> int:
     from ._io import atomic_file
     from .data import DPDDDataset
     from .evaluate import evaluate
-    from .models import from_checkpoint
+    from .models import from_checkpoint, pretrained
     from .notebook import resolve_device
     from .zoo import NetworkMethod
 
@@ -52,19 +61,29 @@ def run(args) -> int:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise ValueError(f"--device: {exc}") from None
-    model = from_checkpoint(args.checkpoint, map_location=device)   # FileNotFoundError, ValueError (no spec)
+    if args.pretrained:
+        model, source = pretrained(args.pretrained, map_location=device), f"shipped network {args.pretrained}"
+    else:
+        model = from_checkpoint(args.checkpoint, map_location=device)   # FileNotFoundError, ValueError (no spec)
+        source = f"checkpoint {args.checkpoint}"
     method = NetworkMethod(model)
     dataset = DPDDDataset(args.split, root=args.data)                # DatasetNotFoundError
     table = evaluate(method, dataset, name=method.kind, device=device, max_images=args.limit,
                      progress=not args.quiet)
-    shown = table if args.per_image else type(table)([table.mean], method=table.method, params=table.params,
-                                                     columns=table.columns)
-    print(f"{len(table) - 1} image(s) of {Path(args.data)} ({args.split}), checkpoint {args.checkpoint}, "
-          f"device {device}")
-    print(shown.format())
+    blurred = evaluate(lambda b: b["combined"], dataset, name="blurred input", device=device,
+                       max_images=args.limit)
+    print(f"{len(table) - 1} image(s) of {Path(args.data)} ({args.split}), {source}, device {device}")
+    for t in (blurred, table):
+        shown = t if args.per_image else type(t)([t.mean], method=t.method, params=t.params, columns=t.columns)
+        print(shown.format())
+    gain = {k: table.mean[k] - blurred.mean[k] for k in ("psnr", "ssim", "mae")}
+    print(f"gain over the blurred input: PSNR {gain['psnr']:+.2f} dB, SSIM {gain['ssim']:+.4f}, "
+          f"MAE {gain['mae']:+.4f}")
     if args.json:
-        record = {"checkpoint": str(Path(args.checkpoint).resolve()), "data": str(Path(args.data).resolve()),
-                  "split": args.split, "device": str(device), "model_spec": model.dplab_spec, **table.to_dict()}
+        record = {"checkpoint": str(Path(args.checkpoint).resolve()) if args.checkpoint else None,
+                  "pretrained": args.pretrained, "data": str(Path(args.data).resolve()),
+                  "split": args.split, "device": str(device), "model_spec": model.dplab_spec, **table.to_dict(),
+                  "blurred_input": blurred.to_dict(), "gain": gain}
         with atomic_file(args.json, "w") as handle:
             json.dump(record, handle, indent=2)
         print(f"evaluate: wrote {args.json}")

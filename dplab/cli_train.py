@@ -84,11 +84,18 @@ def add_parser(sub) -> None:
     p.add_argument("--patch", type=int, help="patch size in pixels (default: the recipe's)")
     p.add_argument("--patches-per-image", type=int, default=1, help="patches per image per epoch (default 1)")
     p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    p.add_argument("--schedule", choices=("recipe", "constant", "cosine"), default="recipe",
+                   help="learning-rate schedule: the recipe's (per epoch), constant, or a cosine decay "
+                        "over --steps to 1%% (the shipped CPU weights use it); default recipe")
+    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this value (default: none)")
     p.add_argument("--widths", type=int, nargs="+", metavar="W",
                    help="encoder widths (dpdnet, rdpd, mdp: 4 numbers); tiny models for tests")
     p.add_argument("--width", type=float, help="DRBNet base width (int) or MDP width multiplier")
     p.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="other dplab.models.build option, VALUE as JSON (repeatable), e.g. lstm_channels=8")
+    p.add_argument("--cache", action="store_true",
+                   help="keep the decoded training images in memory (small sets: decoding four 16-bit PNGs "
+                        "per patch otherwise costs more than a small network's step); results are the same")
     p.add_argument("--seed", type=int, default=0, help="initial weights, patches and data order (default 0)")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
@@ -155,12 +162,17 @@ def run(args) -> int:
     patch = args.patch or data_cfg.get("patch_size", 256)
     options = _build_options(args)
     out = Path(args.out).expanduser().resolve()
-    train_set = DPDDDataset("train", root=args.data)
+    train_set = DPDDDataset("train", root=args.data, cache=args.cache)
     radial = args.model in ("rdpd", "rspd")
     settings = {"model": args.model, "options": json.loads(json.dumps(options)), "recipe": args.recipe,
                 "data": str(Path(args.data).expanduser().resolve()), "patch": patch,
                 "patches_per_image": args.patches_per_image, "batch_size": args.batch_size or base["batch_size"],
                 "lr": args.lr if args.lr is not None else base["lr"], "seed": args.seed}
+    # Written only when set, so that runs of earlier versions of this command still resume.
+    if args.schedule != "recipe":
+        settings["schedule"] = args.schedule
+    if args.grad_clip is not None:
+        settings["grad_clip"] = args.grad_clip
     torch.manual_seed(args.seed)
     try:
         model = build(args.model, **options)
@@ -173,6 +185,16 @@ def run(args) -> int:
                  "device": args.device, "progress": not args.quiet, "checkpoint_every": args.checkpoint_every}
     if args.steps is not None:
         overrides.update(epochs=None, max_steps=args.steps)
+    if args.schedule == "constant":
+        overrides["schedule"] = {"kind": "constant"}
+    elif args.schedule == "cosine":
+        if args.steps is None:
+            raise ValueError("--schedule cosine decays over --steps; give --steps")
+        overrides["schedule"] = {"kind": "cosine", "total": args.steps, "unit": "step"}
+    if args.grad_clip is not None:
+        if not args.grad_clip > 0:
+            raise ValueError(f"--grad-clip must be positive, got {args.grad_clip}")
+        overrides["grad_clip"] = args.grad_clip
     cfg = recipe(args.recipe, **overrides)
     patches = RandomPatches(train_set, patch, patches_per_image=args.patches_per_image, seed=args.seed,
                             radial=radial, filter_extra=data_cfg.get("filter_extra", 0))

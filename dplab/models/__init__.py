@@ -15,6 +15,9 @@ Every model takes and returns ``(B, C, H, W)`` float tensors in [0, 1] (dplab co
 each DP view about half the brightness, ``combined = left + right``) and accepts any H and W
 (padded inside to the multiple its poolings need, outputs cropped back).
 
+Shipped, CPU-trained weights of reduced-width networks: ``pretrained("dpdnet")`` returns one
+ready to run (:mod:`dplab.models.shipped`; ``list_pretrained()`` names them).
+
 Counting parameters of the big networks is instant on the ``meta`` device::
 
     with torch.device("meta"):
@@ -34,9 +37,11 @@ from .dpdnet import DPDNET_PARAMS, DPDNet
 from .drbnet import DRBNET_PARAMS, DRBNET_VARIANTS, DRBNet, DynamicResidualBlock, apply_pixel_kernels
 from .mdp import MDP, MDP_PARAMS, MDPOutput, MDPSingleTask
 from .rdpd import RDPD, RDPD_PARAMS, radial_distance_map
+from .shipped import list_pretrained, pretrained
 
 __all__ = [
     "build", "list_models", "count_parameters", "REFERENCE_PARAMS", "model_spec", "from_checkpoint",
+    "pretrained", "list_pretrained",
     "DPDNet", "RDPD", "DRBNet", "MDP", "MDPSingleTask", "MDPOutput",
     "ConvLSTM", "ConvLSTMCell", "LSTMState", "DynamicResidualBlock", "apply_pixel_kernels",
     "radial_distance_map", "pad_to_multiple", "DRBNET_VARIANTS",

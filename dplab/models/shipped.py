@@ -1,0 +1,274 @@
+"""Shipped, CPU-trained weights of the book's networks: :func:`pretrained` and their recipes.
+
+The book's network chapters show what each method does when trained long enough, without
+asking the reader for a GPU: reduced-width versions of DPDNet (dual-pixel and single-image
+input), RDPD, DRBNet and MDP were trained on a 2-core CPU on dplab's own synthetic DP data
+(RDPD's generator, ``python -m dplab synth``) and ship in ``dplab/weights/`` as float16
+state dicts, each beside a JSON *card*: the model spec, the exact commands that made the
+data and trained the network, the seed, steps, wall time, machine, dplab commit, held-out
+metrics and the file's sha256.
+
+:data:`SHIPPED` is the single source of those recipes; ``make weights`` (``python -m dplab
+weights``, :mod:`dplab.cli_weights`) re-runs them from scratch, deterministically and
+resumably.
+
+What differs from the papers (and why), for every shipped network:
+
+* widths are reduced (about 0.2-0.7 M parameters instead of 12-47 M) so that a CPU trains them
+  in minutes;
+* the U-Nets (DPDNet, RDPD, MDP) use the residual output head
+  (:class:`~dplab.models.blocks.ImageHead`, ``head="residual"``): they start from the blurred
+  input and learn a correction. The authors' head (3x3 convolution to three ReLU channels,
+  1x1 convolution, sigmoid) starts near grey, far below the blurred input, and needs
+  thousands of steps to relearn the identity; on one fixed batch a DPDNet with it stays below
+  the input after 300 steps while the residual head is 11 dB above it (the test suite checks
+  the residual heads, ``tests/models/test_overfit.py``);
+* one Adam learning rate per network with a cosine decay over the step budget, in place of
+  the papers' epoch-based halving tuned for hundreds of epochs on real data;
+* training data: 192x256 synthetic images with RDPD's cameras, PSF bank, radial distortion
+  and noise, the CoC scaled so that blur matters at this size (``--coc-gain 8``: a mean
+  |CoC| of about 4 px, up to 43 px); the held-out test set is rendered with seed 1000, which no
+  training used. Both are drawn from the same six scikit-image photographs (other crops,
+  shapes, depths and blur), so the held-out score measures generalisation to new blur and
+  new compositions, not to new kinds of content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+__all__ = ["WEIGHTS_DIR", "SHIPPED", "DATASETS", "list_pretrained", "load_card", "pretrained",
+           "sha256_file", "train_argv", "synth_argv", "heldout_config", "heldout_samples", "showcase"]
+
+#: Where the shipped ``<name>.pt`` files and ``<name>.json`` cards live (package data).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+#: The synthetic sets the shipped weights were trained and scored on: ``python -m dplab synth``
+#: arguments (``--out`` is added by the caller).
+DATASETS: dict[str, list[str]] = {
+    "train": ["--count", "640", "--seed", "0", "--size", "192x256", "--coc-gain", "8",
+              "--split-fractions", "0.9", "0.1", "0"],
+    "heldout": ["--count", "48", "--seed", "1000", "--size", "192x256", "--coc-gain", "8",
+                "--split-fractions", "0", "0", "1"],
+}
+
+_COMMON = ["--patch", "64", "--batch-size", "8", "--schedule", "cosine", "--cache", "--seed", "0"]
+
+#: Name -> recipe of every shipped network: ``python -m dplab train`` arguments (``--data``
+#: and ``--out`` are added by the caller) and a one-line description.
+SHIPPED: dict[str, dict] = {
+    "dpdnet": {
+        "about": "DPDNet (ECCV 2020), dual-pixel input [left, right], widths 16-32-64-64, residual head",
+        "train": ["--model", "dpdnet", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
+                  "--option", "head=residual", "--lr", "1e-3", "--steps", "4000", *_COMMON],
+    },
+    "dpdnet_single": {
+        "about": "DPDNet (single): the same network fed the combined image only",
+        "train": ["--model", "dpdnet_single", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
+                  "--option", "head=residual", "--lr", "1e-3", "--steps", "4000", *_COMMON],
+    },
+    "rdpd": {
+        "about": "RDPD (ICCV 2021), [left, right, radial] input, widths 16-32-64-64, ConvLSTM 64, "
+                 "residual head, MSE + multi-scale edge loss (Eq. 16) on single frames",
+        "train": ["--model", "rdpd", "--recipe", "rdpd", "--widths", "16", "32", "64", "64",
+                  "--option", "lstm_channels=64", "--option", "head=residual", "--lr", "1e-3",
+                  "--steps", "4000", *_COMMON],
+    },
+    "drbnet": {
+        "about": "DRBNet (CVPR 2022), single-image input, base width 8, residual pyramid, "
+                 "multi-scale L1 (Eq. 6)",
+        "train": ["--model", "drbnet", "--recipe", "drbnet_lfdof", "--width", "8",
+                  "--option", "pyramid=residual", "--lr", "1e-3", "--grad-clip", "1.0",
+                  "--steps", "3000", *_COMMON],
+    },
+    "mdp": {
+        "about": "MDP (WACV 2022), single-image input, width x0.125, residual heads, step-2 loss "
+                 "(views and sharp image jointly)",
+        "train": ["--model", "mdp", "--recipe", "mdp_step2", "--width", "0.125",
+                  "--option", "head=residual", "--lr", "5e-4", "--steps", "3000", *_COMMON],
+    },
+}
+
+
+def list_pretrained() -> list[str]:
+    """Names of the shipped networks (those with a weights file and a card).
+
+    Example:
+        >>> set(list_pretrained()) <= set(SHIPPED)
+        True
+    """
+    return sorted(n for n in SHIPPED if (WEIGHTS_DIR / f"{n}.pt").is_file()
+                  and (WEIGHTS_DIR / f"{n}.json").is_file())
+
+
+def synth_argv(dataset: str, out) -> list[str]:
+    """``python -m dplab synth`` arguments of one of :data:`DATASETS`."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    return ["synth", "--out", str(out), *DATASETS[dataset]]
+
+
+def train_argv(name: str, data, out) -> list[str]:
+    """``python -m dplab train`` arguments of shipped network ``name``."""
+    _check_name(name)
+    return ["train", *SHIPPED[name]["train"], "--data", str(data), "--out", str(out)]
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_name(name: str) -> None:
+    if name not in SHIPPED:
+        raise ValueError(f"no shipped network {name!r}; shipped: {sorted(SHIPPED)}")
+
+
+def load_card(name: str, weights_dir=None) -> dict:
+    """The JSON card of shipped network ``name``.
+
+    Raises:
+        ValueError: unknown name.
+        FileNotFoundError: the card is missing (``make weights`` writes it).
+    """
+    _check_name(name)
+    path = Path(weights_dir or WEIGHTS_DIR) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no card for {name!r} at {path}; run `make weights` to train and write it")
+    return json.loads(path.read_text())
+
+
+def pretrained(name: str, *, map_location="cpu", weights_dir=None) -> nn.Module:
+    """A shipped network, ready to run: built from its card's spec, weights loaded, eval mode.
+
+    The file's sha256 is checked against the card first, so a weights file that does not
+    belong to its card (a partial copy, a retrain without a new card) is refused.
+
+    Args:
+        name: one of :data:`SHIPPED` (``"dpdnet"``, ``"dpdnet_single"``, ``"rdpd"``,
+            ``"drbnet"``, ``"mdp"``).
+        map_location: device of the returned model.
+        weights_dir: folder holding ``<name>.pt`` and ``<name>.json`` (default
+            :data:`WEIGHTS_DIR`).
+
+    Returns:
+        The float32 network in eval mode; ``model.dplab_spec`` holds its spec and
+        ``model.dplab_card`` its card. Feed it as :class:`dplab.zoo.NetworkMethod` does.
+
+    Raises:
+        ValueError: unknown name, or the file's sha256 differs from the card's.
+        FileNotFoundError: the file or its card is missing.
+
+    Example:
+        >>> net = pretrained("dpdnet")                               # doctest: +SKIP
+        >>> net.dplab_card["heldout"]["gain_psnr"] > 1.5             # doctest: +SKIP
+        True
+    """
+    from . import build
+
+    card = load_card(name, weights_dir)
+    path = Path(weights_dir or WEIGHTS_DIR) / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights for {name!r} at {path}; run `make weights`")
+    digest = sha256_file(path)
+    if digest != card.get("sha256"):
+        raise ValueError(f"{path} has sha256 {digest}, its card says {card.get('sha256')}: the file does not "
+                         "belong to this card; restore it (git checkout) or retrain with `make weights`")
+    spec = card["model_spec"]
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.get("kwargs", {}).items()}
+    model = build(spec["name"], **kwargs)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.dplab_card = card
+    return model.to(map_location).eval()
+
+
+def heldout_config():
+    """The :class:`dplab.synth.SynthConfig` of the held-out set (:data:`DATASETS`)."""
+    from ..synth import SynthConfig, parse_size
+
+    argv = DATASETS["heldout"]
+    args = dict(zip(argv[::2], argv[1::2]))
+    at = argv.index("--split-fractions") + 1
+    return SynthConfig(count=int(args["--count"]), seed=int(args["--seed"]), size=parse_size(args["--size"]),
+                       coc_gain=float(args["--coc-gain"]), split_fractions=tuple(float(f) for f in argv[at:at + 3]))
+
+
+def heldout_samples(indices) -> list[dict]:
+    """Held-out images re-rendered in memory (no files needed), as the DPDD loader reads the
+    written set: 16-bit values / 65535, views at half brightness, each a batch of one.
+
+    The renderer is deterministic by ``(seed, index)``, so sample ``i`` is the held-out set's
+    image ``i`` that the cards were scored on.
+
+    Args:
+        indices: held-out image indices (0 to 47), an int or an iterable.
+
+    Returns:
+        A list of dicts with ``"combined"``, ``"left"``, ``"right"``, ``"sharp"`` as
+        ``(1, 3, H, W)`` tensors and ``"defocus"`` (signed CoC in pixels, ``(1, 1, H, W)``).
+
+    Example:
+        >>> s = heldout_samples(0)[0]
+        >>> tuple(s["combined"].shape), bool(torch.allclose(s["left"] + s["right"], s["combined"], atol=1e-4))
+        ((1, 3, 192, 256), True)
+    """
+    import numpy as np
+
+    from ..synth import render_sample
+
+    cfg = heldout_config()
+    indices = [indices] if isinstance(indices, int) else list(indices)
+    bad = [i for i in indices if not (isinstance(i, int) and 0 <= i < cfg.count)]
+    if bad:
+        raise ValueError(f"held-out indices must be integers in [0, {cfg.count}), got {bad}")
+
+    def image(a):
+        return torch.from_numpy(a.astype(np.float32) / 65535).permute(2, 0, 1)[None]
+
+    samples = []
+    for i in indices:
+        arrays, _ = render_sample(cfg, i)
+        samples.append({"combined": image(arrays["combined"]), "sharp": image(arrays["target"]),
+                        "left": image(arrays["left"]) / 2, "right": image(arrays["right"]) / 2,
+                        "defocus": torch.from_numpy(arrays["defocus"])[None, None]})
+    return samples
+
+
+def showcase(names, index: int = 0, *, size: float = 2.6):
+    """The book's "result first" figure: a held-out image blurred, deblurred by each shipped
+    network in ``names``, and sharp, each titled with its PSNR; returns ``(figure, psnrs)``.
+
+    Args:
+        names: shipped network names (one or several).
+        index: held-out image index.
+        size: panel height in inches.
+
+    Returns:
+        ``(fig, psnr)``: the matplotlib figure and a dict of PSNR in dB per panel
+        (``"blurred input"``, each name).
+    """
+    from ..metrics import psnr as psnr_fn
+    from ..viz import image_grid
+    from ..zoo import NetworkMethod
+
+    names = [names] if isinstance(names, str) else list(names)
+    sample = heldout_samples(index)[0]
+    panels, scores = [("blurred input", sample["combined"])], {}
+    with torch.no_grad():
+        for name in names:
+            panels.append((name, NetworkMethod(pretrained(name))(sample).clamp(0, 1)))
+    for label, img in panels:
+        scores[label] = float(psnr_fn(img.clamp(0, 1), sample["sharp"])[0])
+    titles = [f"{label}\n{scores[label]:.2f} dB" for label, _ in panels] + ["ground truth"]
+    fig = image_grid([[img for _, img in panels] + [sample["sharp"]]], [titles], size=size)
+    return fig, scores

@@ -1,0 +1,124 @@
+"""The shipped CPU-trained weights: each file loads, matches its card, stays small, and still
+deblurs: on held-out images re-rendered here (the synthetic generator is deterministic by
+seed and index), every network beats the blurred input by its card's gain minus 0.5 dB. A
+change to a model, to the renderer or to the data pipeline that breaks the weights fails here.
+"""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from dplab.cli_weights import CHECK_IMAGES, training_wall_s
+from dplab.metrics import psnr, ssim
+from dplab.models.shipped import (DATASETS, SHIPPED, WEIGHTS_DIR, heldout_samples, list_pretrained, load_card,
+                                     pretrained, sha256_file, showcase)
+from dplab.zoo import NetworkMethod
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return heldout_samples(range(CHECK_IMAGES))
+
+
+def test_every_recipe_ships():
+    assert list_pretrained() == sorted(SHIPPED), "run `make weights` and commit dplab/weights/"
+
+
+def test_sizes_stay_within_the_budget():
+    sizes = {n: (WEIGHTS_DIR / f"{n}.pt").stat().st_size for n in list_pretrained()}
+    assert all(s <= 8 * MB for s in sizes.values()), sizes
+    assert sum(sizes.values()) <= 40 * MB
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_card_is_complete_and_matches_the_file(name):
+    card = load_card(name)
+    path = WEIGHTS_DIR / card["file"]
+    assert sha256_file(path) == card["sha256"] and path.stat().st_size == card["bytes"]
+    for key in ("model_spec", "commands", "data", "steps", "train_wall_s", "machine", "dplab_commit",
+                "heldout", "check"):
+        assert key in card, key
+    assert card["commands"]["train"].startswith("python -m dplab train ")
+    assert card["heldout"]["images"] == 48 and card["check"]["images"] == CHECK_IMAGES
+    state = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_network_still_beats_the_blurred_input(name, heldout):
+    card = load_card(name)
+    method = NetworkMethod(pretrained(name))
+    gains, ssim_gains = [], []
+    with torch.no_grad():
+        for b in heldout:
+            out = method(b).clamp(0, 1)
+            gains.append(float(psnr(out, b["sharp"]) - psnr(b["combined"], b["sharp"])))
+            ssim_gains.append(float(ssim(out, b["sharp"]) - ssim(b["combined"], b["sharp"])))
+    gain = sum(gains) / len(gains)
+    # The card's "check" numbers were measured by `make weights` on these same images.
+    assert gain >= card["check"]["gain_psnr"] - 0.5, f"{name}: {gain:+.2f} dB, card {card['check']['gain_psnr']:+.2f}"
+    assert gain == pytest.approx(card["check"]["gain_psnr"], abs=0.05)
+    assert sum(ssim_gains) / len(ssim_gains) > 0
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_cards_meet_the_targets(name):
+    """Issue targets on the 48 held-out images: +1.5 dB over the blurred input, higher SSIM."""
+    h = load_card(name)["heldout"]
+    assert h["gain_psnr"] >= 1.5 and h["gain_ssim"] > 0
+    assert h["network"]["psnr"] == pytest.approx(h["blurred_input"]["psnr"] + h["gain_psnr"], abs=1e-3)
+
+
+def test_dual_pixel_input_beats_its_single_image_twin():
+    """DPDNet's claim (ECCV 2020, Table 2): the two DP views deblur better than one image."""
+    dp, single = load_card("dpdnet")["heldout"], load_card("dpdnet_single")["heldout"]
+    assert dp["network"]["psnr"] > single["network"]["psnr"]
+
+
+def test_a_file_that_does_not_match_its_card_is_refused(tmp_path):
+    shutil.copy(WEIGHTS_DIR / "dpdnet.json", tmp_path / "dpdnet.json")
+    state = torch.load(WEIGHTS_DIR / "dpdnet.pt", weights_only=True)
+    first = next(iter(state))
+    state[first] = state[first] + 1
+    torch.save(state, tmp_path / "dpdnet.pt")
+    with pytest.raises(ValueError, match="sha256"):
+        pretrained("dpdnet", weights_dir=tmp_path)
+    (tmp_path / "dpdnet.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="make weights"):
+        pretrained("dpdnet", weights_dir=tmp_path)
+    with pytest.raises(ValueError, match="shipped"):
+        pretrained("resnet")
+
+
+def test_training_wall_time_sums_resumed_segments(tmp_path):
+    """log.csv's time_s restarts at each resume: 10 s, then 4 s more after a resume = 14 s."""
+    rows = ["kind,step,epoch,lr,loss,time_s", "train,1,0,1,1,5.0", "train,2,0,1,1,10.0",
+            "val,2,0,,,", "train,3,0,1,1,2.0", "train,4,0,1,1,4.0"]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    assert training_wall_s(tmp_path / "log.csv") == 14.0
+
+
+def test_cards_record_the_commands_that_the_builder_runs():
+    from dplab.models.shipped import train_argv
+
+    for name in SHIPPED:
+        card = load_card(name)
+        assert card["commands"]["train"] == "python -m dplab " + " ".join(train_argv(name, "DATA/train", "RUN"))
+        assert card["data"]["heldout"] == DATASETS["heldout"]
+        assert json.loads(json.dumps(card)) == card
+
+
+def test_showcase_scores_what_it_shows():
+    import matplotlib
+
+    matplotlib.use("agg")
+    fig, scores = showcase(["dpdnet"], index=0)
+    sample = heldout_samples(0)[0]
+    assert scores["blurred input"] == pytest.approx(float(psnr(sample["combined"], sample["sharp"])[0]))
+    assert len(fig.axes) == 3
