@@ -2,6 +2,8 @@
 #   make test   creates .venv if missing, installs, runs the whole test suite
 #   make book   creates .venv if missing, installs, executes every chapter (book profile)
 #               and builds the HTML book into _build/html
+#   make weights retrains the shipped CPU networks from scratch (dplab/weights/, with cards);
+#               deterministic and resumable: run it again after an interruption
 #   make bench  runs every speed benchmark (CPU, and CUDA when present) and saves the JSON record
 #               into benchmarks/results/, which the book's appendix (book/performance) shows
 PYTHON ?= python3
@@ -12,7 +14,7 @@ STAMP  := $(VENV)/.installed
 JB_FLAGS ?= -W -n --keep-going
 PYTEST_ARGS ?=
 
-.PHONY: venv test book bench lab vendor clean clean-cache clean-outputs
+.PHONY: venv test book bench lab vendor clean clean-cache clean-outputs weights
 
 venv: $(STAMP)
 
@@ -49,6 +51,14 @@ book: $(STAMP) _build/.dplab-hash
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/suite.py --json benchmarks/results/ $(BENCH_ARGS)
+
+# One process per network, one thread each, two at a time (a 2-core machine): see README.
+# WEIGHTS_ARGS, e.g. "--only dpdnet mdp". The data and runs stay in _build/weights/.
+WEIGHTS_JOBS ?= 2
+WEIGHTS_ARGS ?=
+weights: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m dplab weights --data-only
+	OMP_NUM_THREADS=1 $(BIN)/python -m dplab weights --jobs $(WEIGHTS_JOBS) $(WEIGHTS_ARGS)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab book/

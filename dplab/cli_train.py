@@ -20,7 +20,8 @@ follows the recipe's ``"loss"`` entry:
 
 RDPD and RSPD are trained on single-image patches only (no sequence batches; those need
 :class:`dplab.recipes_rdpd.AlternatingBatches`, see the RDPD chapter). ``mdp_single_task``
-is refused (the MDP chapter trains it with :func:`dplab.recipes_mdp.train_mdp`).
+(``task=deblur``, MDP Table 3's single-task baseline) trains with an MDP recipe whose view
+terms drop out, i.e. on the sharp-image term alone; its ``views`` baseline is the MDP chapter's.
 
 The run's settings (model, options, recipe, data, patches, batch, learning rate, seed) are kept
 in ``{--out}/cli_train.json``: running the same command again resumes (a larger ``--steps``
@@ -38,11 +39,8 @@ SETTINGS_FILE = "cli_train.json"
 #: Recipe loss kinds the command knows (see the module docstring).
 LOSSES = ("mse", "mse+edge", "l1", "l1+vgg", "mdp_step1", "mdp_step2")
 #: Registry names the command trains.
-TRAINABLE = ("dpdnet", "dpdnet_single", "drbnet", "drbnet_dual", "rdpd", "rspd", "mdp")
-_NOT_HERE = {
-    "mdp_single_task": "its single-task baselines are trained in the MDP chapter (book/mdp.ipynb) "
-                       "with dplab.recipes_mdp.train_mdp",
-}
+TRAINABLE = ("dpdnet", "dpdnet_single", "drbnet", "drbnet_dual", "rdpd", "rspd", "mdp", "mdp_single_task")
+_NOT_HERE: dict[str, str] = {}
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -72,7 +70,7 @@ def add_parser(sub) -> None:
                "patches only, sequence batches are the RDPD chapter's); drbnet_lfdof multi-scale L1 "
                "(Eq. 6); drbnet_dpdd VGG-19 features (Eq. 7) when the weights file of "
                "dplab.losses.default_vgg19_path() exists, else multi-scale L1; mdp_step1/mdp_step2 the MDP losses (Eqs. 8-9; step 1 freezes the sharp "
-               "decoder). mdp_single_task is trained in the MDP chapter (dplab.recipes_mdp.train_mdp).")
+               "decoder; with mdp_single_task only the sharp-image term).")
     p.add_argument("--model", required=True, choices=list_models(),
                    help="registry name (dplab.models.build); trainable here: " + ", ".join(TRAINABLE))
     p.add_argument("--recipe", required=True, choices=sorted(RECIPES),
@@ -179,7 +177,12 @@ def run(args) -> int:
     except TypeError as exc:
         raise ValueError(f"{exc} (check --widths/--width/--option)") from None
     forward, loss_fn = forward_and_loss(args.model, loss_kind, getattr(model, "in_channels", None))
+    if args.model == "mdp_single_task" and options.get("task", "deblur") != "deblur":
+        raise ValueError("python -m dplab train trains the deblurring single-task baseline (task=deblur); "
+                         "the views baseline is the MDP chapter's")
     if args.recipe == "mdp_step1":
+        if args.model != "mdp":
+            raise ValueError("recipe mdp_step1 freezes MDP's sharp decoder; it is for --model mdp")
         model.set_trainable("sharp", False)                    # MDP Sec. 3.4: Dec_s frozen in step 1
     overrides = {"batch_size": settings["batch_size"], "lr": settings["lr"], "seed": args.seed,
                  "device": args.device, "progress": not args.quiet, "checkpoint_every": args.checkpoint_every}

@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument("--weights-dir", help="where the .pt files and cards go (default: dplab/weights in the package)")
     p.add_argument("--score-only", action="store_true",
                    help="do not train: export and score runs that are already complete")
+    p.add_argument("--data-only", action="store_true", help="only render the training and held-out sets")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="networks built at once, each in its own process (default 1; make weights uses 2)")
     p.set_defaults(handler=run)
 
 
@@ -56,7 +59,7 @@ def _dplab(argv: list[str]) -> None:
 
     code = main(argv)
     if code != 0:
-        raise RuntimeError(f"python -m dplab {' '.join(argv)} exited with status {code}")
+        raise ValueError(f"python -m dplab {' '.join(argv)} exited with status {code}")
 
 
 def _commit() -> str:
@@ -182,6 +185,36 @@ def build_one(name: str, work: Path, weights_dir: Path, *, train: bool = True) -
     return card
 
 
+def _parallel(names, args, work: Path, weights_dir: Path, started: float) -> int:
+    """Build each network in its own ``python -m dplab weights --only NAME`` process, at most
+    ``args.jobs`` at a time; their output goes to ``<work>/runs/<name>.log``."""
+    import sys
+
+    pending, running, failed = list(names), {}, []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            cmd = [sys.executable, "-m", "dplab", "weights", "--only", name, "--work", str(work),
+                   "--weights-dir", str(weights_dir)] + (["--score-only"] if args.score_only else [])
+            log = work / "runs" / f"{name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as handle:
+                running[name] = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+            print(f"weights: building {name} (log: {log})", flush=True)
+        time.sleep(2)
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                print(f"weights: {name} {'done' if proc.returncode == 0 else f'FAILED (status {proc.returncode})'}",
+                      flush=True)
+                if proc.returncode:
+                    failed.append(name)
+    print(f"weights: done in {time.perf_counter() - started:.0f} s")
+    if failed:
+        raise ValueError(f"building {', '.join(failed)} failed; see their logs in {work / 'runs'}")
+    return 0
+
+
 def run(args) -> int:
     """Handler of ``python -m dplab weights``; returns 0."""
     from .models.shipped import DATASETS, SHIPPED, WEIGHTS_DIR, synth_argv
@@ -189,9 +222,15 @@ def run(args) -> int:
     work = Path(args.work).expanduser().resolve()
     weights_dir = Path(args.weights_dir).expanduser().resolve() if args.weights_dir else WEIGHTS_DIR
     names = args.only or list(SHIPPED)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be a positive integer, got {args.jobs}")
     started = time.perf_counter()
     for dataset in DATASETS:
         _dplab([*synth_argv(dataset, work / "data" / dataset), "--quiet"])
+    if args.data_only:
+        return 0
+    if args.jobs > 1 and len(names) > 1:
+        return _parallel(names, args, work, weights_dir, started)
     for name in names:
         card = build_one(name, work, weights_dir, train=not args.score_only)
         h = card["heldout"]

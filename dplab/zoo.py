@@ -196,7 +196,9 @@ def forward_and_loss(model_name: str, loss_kind: str, in_channels: int | None = 
     The inputs are those :class:`NetworkMethod` feeds; the losses are the papers': ``"mse"``
     (DPDNet, Sec. 4), ``"mse+edge"`` (RDPD Eq. 16), ``"l1"`` / ``"l1+vgg"`` (DRBNet Eqs. 6-7,
     on every output scale; the VGG term needs local VGG-19 weights and falls back to L1 with
-    a note), ``"mdp_step1"`` / ``"mdp_step2"`` (MDP Sec. 3.4).
+    a note), ``"mdp_step1"`` / ``"mdp_step2"`` (MDP Sec. 3.4; for ``mdp_single_task`` the
+    terms whose prediction the single decoder does not make drop out, so its deblurring
+    baseline of MDP Table 3 trains on the sharp-image term alone).
 
     Args:
         model_name: a :func:`dplab.models.build` name.
@@ -213,10 +215,10 @@ def forward_and_loss(model_name: str, loss_kind: str, in_channels: int | None = 
     from .recipes_mdp import mdp_loss_fn
     from .train import concat_inputs
 
-    is_mdp = model_name == "mdp"
+    is_mdp = model_name in ("mdp", "mdp_single_task")
     if is_mdp != loss_kind.startswith("mdp"):
         raise ValueError(f"model {model_name!r} and the recipe's loss {loss_kind!r} do not go together: "
-                         "the mdp_step1/mdp_step2 recipes are for --model mdp, and only they")
+                         "the mdp_step1/mdp_step2 recipes are for --model mdp or mdp_single_task, and only they")
     multiscale = loss_kind in ("l1", "l1+vgg")
     if model_name in ("drbnet", "drbnet_dual"):
         keys = ("combined",) if model_name == "drbnet" else ("left", "right")
@@ -228,7 +230,7 @@ def forward_and_loss(model_name: str, loss_kind: str, in_channels: int | None = 
     elif model_name in ("rdpd", "rspd"):
         views = ("left", "right") if model_name == "rdpd" else ("left",)
         forward = rr.make_forward(views, radial=in_channels == len(views) * 3 + 1)
-    elif model_name in ("dpdnet", "mdp"):
+    elif model_name in ("dpdnet", "mdp", "mdp_single_task"):
         forward = concat_inputs(*(("left", "right") if model_name == "dpdnet" else ("combined",)))
     else:                                                      # dpdnet_single
         forward = concat_inputs("combined")

@@ -31,6 +31,7 @@ TINY = {  # tiny networks: (model, recipe, build options as arguments)
     "rdpd": ("rdpd", ["--widths", "4", "4", "4", "4", "--option", "lstm_channels=4"]),
     "rspd": ("rdpd", ["--widths", "4", "4", "4", "4", "--option", "lstm_channels=4"]),
     "mdp": ("mdp_step2", ["--widths", "4", "4", "4", "4", "--option", "decoder_widths=[4,4,4,4,4]"]),
+    "mdp_single_task": ("mdp_step2", ["--widths", "4", "4", "4", "4", "--option", "decoder_widths=[4,4,4,4,4]"]),
 }
 
 
@@ -106,6 +107,38 @@ def test_evaluate_matches_psnr_recomputed(data, tmp_path, capsys, model):
     assert [r["psnr"] for r in table["rows"][:2]] == pytest.approx(values, abs=1e-6)
     assert table["params"] == count_parameters(net) and table["model_spec"]["name"] == model
     assert f"{mean['psnr']:.4f}" in printed and "ssim" in printed and "time_s" in printed
+    # the blurred input is always scored beside the method, with the gain
+    blurred = [float(psnr(s["combined"][None], s["sharp"][None])[0]) for s in DPDDDataset("test", root=data)]
+    assert table["blurred_input"]["rows"][-1]["psnr"] == pytest.approx(np.mean(blurred), abs=1e-6)
+    assert table["gain"]["psnr"] == pytest.approx(mean["psnr"] - np.mean(blurred), abs=1e-6)
+    assert "blurred input" in printed and "gain over the blurred input" in printed
+
+
+def test_train_schedule_and_grad_clip_options(data, tmp_path, capsys):
+    out = tmp_path / "cos"
+    assert _train(data, out, steps=4, extra=["--schedule", "cosine", "--grad-clip", "0.5", "--lr", "1e-3",
+                                             "--cache"]) == 0
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(out / "log.csv")) if r["kind"] == "train"]
+    # lr of step t+1 is lr * (0.01 + 0.99 (1 + cos(pi t / 4)) / 2), t = 0..3
+    expected = [1e-3 * (0.01 + 0.99 * (1 + np.cos(np.pi * t / 4)) / 2) for t in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-6)
+    settings = json.loads((out / "cli_train.json").read_text())
+    assert settings["schedule"] == "cosine" and settings["grad_clip"] == 0.5
+    assert _train(data, tmp_path / "c2", steps=2, extra=["--schedule", "cosine", "--grad-clip", "-1"]) == 2
+    assert "--grad-clip" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_with_a_message(data, tmp_path, capsys):
+    assert _train(data, tmp_path / "nan", steps=30, extra=["--lr", "1e30"]) == 2
+    assert "diverged at step" in capsys.readouterr().err
+
+
+def test_evaluate_pretrained_shows_the_blurred_input(data, capsys):
+    assert main(["evaluate", "--pretrained", "dpdnet", "--data", str(data), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "shipped network dpdnet" in out and "blurred input" in out and "gain over the blurred input" in out
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--pretrained", "dpdnet", "--checkpoint", "x.pt", "--data", str(data)])
 
 
 @pytest.mark.parametrize("model", sorted(set(TINY) - {"dpdnet", "drbnet"}))
@@ -158,9 +191,11 @@ def test_train_errors(data, tmp_path, capsys):
     assert _train(data, tmp_path / "f", extra=["--patch", "64"]) == 2   # larger than the 40 x 48 images
     assert "64" in capsys.readouterr().err
     assert main(["train", "--model", "mdp_single_task", "--recipe", "mdp_step2", "--data", str(data),
-                 "--out", str(tmp_path / "g")]) == 2                   # its chapter trains it
-    err = capsys.readouterr().err
-    assert "book/mdp.ipynb" in err and "train_mdp" in err
+                 "--out", str(tmp_path / "g"), "--option", "task=views"]) == 2   # the chapter's
+    assert "task=deblur" in capsys.readouterr().err
+    assert main(["train", "--model", "mdp_single_task", "--recipe", "mdp_step1", "--data", str(data),
+                 "--out", str(tmp_path / "g2")]) == 2
+    assert "mdp_step1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:                        # argparse: unknown model
         main(["train", "--model", "unet", "--recipe", "dpdnet", "--data", str(data), "--out", str(tmp_path / "h")])
     assert exit_info.value.code == 2

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "DATASETS", "list_pretrained", "load_card", "pretrained",
-           "sha256_file", "train_argv", "synth_argv", "heldout_config", "heldout_samples", "showcase"]
+           "sha256_file", "train_argv", "synth_argv", "heldout_config", "heldout_samples", "showcase", "heldout_scores", "comparison"]
 
 #: Where the shipped ``<name>.pt`` files and ``<name>.json`` cards live (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -90,6 +90,22 @@ SHIPPED: dict[str, dict] = {
         "about": "MDP (WACV 2022), single-image input, width x0.125, residual heads, step-2 loss "
                  "(views and sharp image jointly)",
         "train": ["--model", "mdp", "--recipe", "mdp_step2", "--width", "0.125",
+                  "--option", "head=residual", "--lr", "5e-4", "--steps", "3000", *_COMMON],
+    },
+    # Ablations: the headline comparison of a chapter, at the shipped networks' scale.
+    "rdpd_mse": {
+        "about": "ablation of rdpd: the same network and steps trained with MSE alone (no edge loss, "
+                 "RDPD Eq. 16 with lambda = 0)",
+        "ablation_of": "rdpd",
+        "train": ["--model", "rdpd", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
+                  "--option", "lstm_channels=64", "--option", "head=residual", "--lr", "1e-3",
+                  "--steps", "4000", *_COMMON],
+    },
+    "mdp_single_task": {
+        "about": "ablation of mdp: MDP's encoder and one widened decoder predicting the sharp image "
+                 "only (MDP Table 3's single-task baseline, about the same weights), same steps",
+        "ablation_of": "mdp",
+        "train": ["--model", "mdp_single_task", "--recipe", "mdp_step2", "--width", "0.125",
                   "--option", "head=residual", "--lr", "5e-4", "--steps", "3000", *_COMMON],
     },
 }
@@ -272,3 +288,51 @@ def showcase(names, index: int = 0, *, size: float = 2.6):
     titles = [f"{label}\n{scores[label]:.2f} dB" for label, _ in panels] + ["ground truth"]
     fig = image_grid([[img for _, img in panels] + [sample["sharp"]]], [titles], size=size)
     return fig, scores
+
+
+def heldout_scores(names, indices=None) -> dict:
+    """Per-image PSNR and SSIM of shipped networks and of the blurred input on held-out images.
+
+    Args:
+        names: shipped network names.
+        indices: held-out image indices (default all 48).
+
+    Returns:
+        ``{"images": [indices], "<label>": {"psnr": [...], "ssim": [...]}}`` for
+        ``"blurred input"`` and each name; outputs clipped to [0, 1] (the cards' protocol).
+    """
+    from ..metrics import psnr as psnr_fn, ssim as ssim_fn
+    from ..zoo import NetworkMethod
+
+    names = [names] if isinstance(names, str) else list(names)
+    indices = list(range(heldout_config().count)) if indices is None else list(indices)
+    methods = {"blurred input": lambda b: b["combined"]}
+    methods.update({n: NetworkMethod(pretrained(n)) for n in names})
+    out = {"images": indices, **{k: {"psnr": [], "ssim": []} for k in methods}}
+    with torch.no_grad():
+        for sample in heldout_samples(indices):
+            for label, method in methods.items():
+                y = method(sample).clamp(0, 1)
+                out[label]["psnr"].append(float(psnr_fn(y, sample["sharp"])[0]))
+                out[label]["ssim"].append(float(ssim_fn(y, sample["sharp"])[0]))
+    return out
+
+
+def comparison(scores: dict, a: str, b: str) -> dict:
+    """A paper's claim "``a`` beats ``b``" checked on :func:`heldout_scores` output.
+
+    Returns:
+        ``{"margin_db", "wins", "images", "reproduced"}``: mean PSNR of ``a`` minus ``b``, on
+        how many images ``a`` scores higher, the number of images, and whether the mean
+        margin is positive.
+
+    Example:
+        >>> comparison({"x": {"psnr": [30.0, 28.0]}, "y": {"psnr": [29.0, 28.5]}}, "x", "y")
+        {'margin_db': 0.25, 'wins': 1, 'images': 2, 'reproduced': True}
+    """
+    pa, pb = scores[a]["psnr"], scores[b]["psnr"]
+    if len(pa) != len(pb) or not pa:
+        raise ValueError(f"{a!r} and {b!r} must be scored on the same, non-empty set of images")
+    margin = sum(pa) / len(pa) - sum(pb) / len(pb)
+    return {"margin_db": round(margin, 4), "wins": sum(x > y for x, y in zip(pa, pb)), "images": len(pa),
+            "reproduced": margin > 0}
