@@ -41,7 +41,7 @@ from .fftconv import fft_conv2d
 
 __all__ = [
     "disk", "gaussian", "butterworth_profile", "butterworth_filter", "butterworth_dp",
-    "punnappurath_dp", "psf_bank", "rescale_kernel", "xcorr",
+    "punnappurath_dp", "psf_bank", "rescale_kernel", "xcorr", "ramp_half_width",
     "PSF_BANK_PARAMS", "RDPD_CODE_BANK_PARAMS",
 ]
 
@@ -285,6 +285,31 @@ def _bw_params(order, alpha, beta, kappa) -> tuple[float, float, float, float]:
             _dp_param("beta", beta, 0, 1), _dp_param("kappa", kappa, 0, math.inf))
 
 
+def ramp_half_width(radius_px):
+    """Half-width ``w = R + p`` of the ramp mask of Eq. 4 in the authors' generator.
+
+    ``generate_bw_kernel.py`` (RDPD repository) builds the disc on a ``k = 2R + 1`` kernel,
+    pads it by ``p = g // 2`` for a Gaussian window of ``g = round(k / 7) + 1`` px (made odd)
+    and ramps the left view linearly from 0 to 1 across the padded width ``k + 2p``, i.e.
+    over ``[-(R + p), R + p]``. ``round`` rounds halves to even, as Python's does.
+
+    Args:
+        radius_px: ``|r|`` in pixels, a number or tensor.
+
+    Returns:
+        ``R + p`` (same type: float for a number, tensor for a tensor).
+
+    Example:
+        >>> [ramp_half_width(r) for r in (3, 8, 20, 40)]
+        [4.0, 9.0, 23.0, 46.0]
+    """
+    R = torch.as_tensor(radius_px, dtype=torch.float64).abs()
+    g = torch.round((2 * R + 1) / 7) + 1
+    g = torch.where(torch.remainder(g, 2) == 0, g + 1, g)
+    w = R + (g - 1) / 2
+    return float(w) if not isinstance(radius_px, torch.Tensor) else w.to(radius_px.dtype)
+
+
 def _butterworth_stack(r, params, size, supersample):
     """Left views for radii ``r`` (N,) and parameter rows (P, 4) -> (P, N, K, K) float64."""
     dev = r.device
@@ -306,10 +331,10 @@ def _butterworth_stack(r, params, size, supersample):
     if kmax > 0:
         g = _gauss64(sigma, 2 * math.ceil(3 * float(sigma.max())) + 1, truncate=True)
         H = fft_conv2d(H.reshape(1, P * N, k, k), g).reshape(P, N, k, k).clamp_min(0)
-    # Ramp mask, Eq. 4: 1 -> 0 along +x over the authors' half-width R + R/14 (their Gaussian
-    # window of about (2R+1)/7 px pads the kernel by half of it), so that as a convolution
+    # Ramp mask, Eq. 4: 1 -> 0 along +x over the authors' half-width R + p, p half their Gaussian
+    # window g = round((2R+1)/7) + 1 made odd (:func:`ramp_half_width`), so that as a convolution
     # kernel the left view of a point behind focus (r > 0) carries its mass on the -x side.
-    w = (Rb * (1 + 1 / 14)).clamp_min(1)
+    w = ramp_half_width(Rb).clamp_min(1)
     M = (0.5 - c.reshape(1, 1, 1, -1) / (2 * w)).clamp(0, 1)
     left = H * M
     total = left.sum((-2, -1), keepdim=True)
@@ -336,9 +361,10 @@ def butterworth_dp(radius_px, order=3, alpha=0.6, beta=0.2, kappa=0.14, size=Non
     ``kappa * R`` (the paper; the authors' code uses an OpenCV window of about
     ``(2R+1)/7 + 1`` px with OpenCV's default sigma ``0.3((w-1)/2 - 1) + 0.8``, roughly
     ``0.043 R + 0.5`` px, i.e. less smoothing); times the ramp mask of Eq. 4,
-    ``M(x) = clamp(1/2 - x / (2 w), 0, 1)`` with half-width ``w = R + R/14`` (at least 1 px):
-    1 at ``x = -w``, 1/2 on the centre column, 0 from ``x = w`` on (the authors' generator
-    ramps linearly across its kernel padded for the Gaussian window). The left view is
+    ``M(x) = clamp(1/2 - x / (2 w), 0, 1)`` with the authors' half-width ``w = R + p`` (at
+    least 1 px, :func:`ramp_half_width`; about ``1.14 R``): 1 at ``x = -w``, 1/2 on the
+    centre column, 0 from ``x = w`` on (the authors' generator ramps linearly across its
+    ``2R + 1`` kernel padded by ``p`` on each side for its Gaussian window). The left view is
     normalised to sum 1/2 and the right view is its horizontal mirror, so ``left + right`` is
     the normalised smoothed ``H``.
 

@@ -77,7 +77,7 @@ SHIPPED: dict[str, dict] = {
                  "residual head, MSE + multi-scale edge loss (Eq. 16) on single frames",
         "train": ["--model", "rdpd", "--recipe", "rdpd", "--widths", "16", "32", "64", "64",
                   "--option", "lstm_channels=64", "--option", "head=residual", "--lr", "1e-3",
-                  "--steps", "4000", *_COMMON],
+                  "--steps", "3500", *_COMMON],
     },
     "drbnet": {
         "about": "DRBNet (CVPR 2022), single-image input, base width 8, residual pyramid, "
@@ -99,7 +99,7 @@ SHIPPED: dict[str, dict] = {
         "ablation_of": "rdpd",
         "train": ["--model", "rdpd", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
                   "--option", "lstm_channels=64", "--option", "head=residual", "--lr", "1e-3",
-                  "--steps", "4000", *_COMMON],
+                  "--steps", "3500", *_COMMON],
     },
     "mdp_single_task": {
         "about": "ablation of mdp: MDP's encoder and one widened decoder predicting the sharp image "
