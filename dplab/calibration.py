@@ -481,7 +481,8 @@ def _candidate_radii(radius_px, radii, size: int, device) -> tuple[torch.Tensor,
     if radius_px is not None:
         r = float(require_number("radius_px", radius_px))
         if r == 0:
-            raise ValueError("radius_px must be non-zero (its sign selects which view is brighter on the right)")
+            raise ValueError("radius_px must be non-zero (its sign picks the orientation: r > 0, behind "
+                             "the focal plane, puts the left view's mass on the -x side)")
         return torch.tensor([r], dtype=torch.float64, device=device), False
     if radii is None:
         radii = torch.arange(1.0, size // 2 + 1e-9, 0.5, dtype=torch.float64)
@@ -578,7 +579,9 @@ def fit_butterworth(
     scored with one batched convolution; the mirrored pair (negative radius) is scored too
     when the radius is searched.
 
-    Radius: with ``radius_px`` given it is used as is (its sign picks the orientation).
+    Radius: with ``radius_px`` given it is used as is (its sign picks the orientation: for
+    ``r > 0``, behind the focal plane, the left view's mass lies on the ``-x`` side, RDPD
+    Sec. 2.2; the calibrated Pixel 4 kernels of Xin et al. fit with ``r > 0``).
     Otherwise the magnitudes ``radii`` (default ``1, 1.5, ..., size // 2``) and both signs are
     searched in two stages: all radii on a sub-grid (every 3rd order, alpha and beta, every
     2nd kappa: 240 sets for Eq. S2), then the full grid on the best radius and its two

@@ -27,14 +27,14 @@ variance ``sigma^2`` and a Gaussian prior on the latent image ``C`` with inverse
 Constants. The paper sets ``sigma^2 = 5e-5`` and ``|Phi|^2 = 1e2`` (Sec. 4.3), for kernels
 that each sum to 1 (its calibration convention, Sec. 3). The authors' code writes the ratio as
 ``C / (|K_l|^2 + |K_r|^2 + C)`` with ``C = 5e-3``; that is Eq. 5 with ``C = sigma^2 |Phi|^2``,
-i.e. ``|Phi|^2 = 5e-3 / 5e-5 = 100``, the paper's value. (Reading ``C`` as ``1/|Phi|^2``, as
-REFERENCE_FACTS does, gives ``|Phi|^2 = 200``; pass ``phi2=200.0`` to use that reading.) The
+i.e. ``|Phi|^2 = 5e-3 / 5e-5 = 100``, the paper's value. (Reading ``C`` as ``1/|Phi|^2``
+instead gives ``|Phi|^2 = 200``; pass ``phi2=200.0`` to use that reading.) The
 code differs from the printed Eq. 5 in two other ways, both kept here as options: it averages
 over the frequencies of the 61x61 kernel grid instead of summing (``reduction="mean"``, the
 per-pixel energy that the per-pixel data loss of Eq. 7 needs), and it multiplies ``B`` by
 ``mean(observation) / 0.5`` (done by :func:`dplab.mpi.optimize`, not here).
 
-dplab's kernels sum to 1/2 per view (DESIGN.md). So that the paper's constants keep their
+dplab's kernels sum to 1/2 per view. So that the paper's constants keep their
 meaning, the prior term is written for unit-sum views: with ``s`` the mean of the two views'
 kernel sums (1 for the paper, 1/2 for dplab), the regulariser is ``sigma^2 |Phi|^2 s^2``. This
 makes ``B`` independent of the normalisation and makes :func:`wiener_dp` return the latent

@@ -9,6 +9,13 @@ with ``u^2 + v^2 <= 1``, at ``r (u, v)`` from its in-focus position, so its PSF 
 discrete points on a grid inside the disc of radius ``|r|``, not a smooth disc: the "multiple
 Airy disks" of the paper's Fig. 2b against the single disc of a conventional camera.
 
+Orientation. ``(u, v)`` here labels a view by where it moves a point behind the focal plane:
+view ``(u, v)`` sees the aperture point ``-(u, v)`` of :mod:`dplab.raytrace` (rays through
+the ``x > 0`` half of the aperture cross and land on the ``-x`` side behind focus). The views
+with ``u < 0`` therefore make up the *left* DP view of dplab's convention (for ``r > 0`` its
+mass lies on the ``-x`` side, as :func:`dplab.psf.butterworth_dp`'s left view). Only the mean
+over all views, which is symmetric, is used below, so this labelling never changes a result.
+
 :func:`render_lightfield` renders that blur for a sharp image and a blur-radius map, in depth
 layers composited back to front (the layer's shifted mask is its alpha, as in
 :func:`dplab.render.render_views`), :func:`lightfield_psf` gives the PSF of one radius, and

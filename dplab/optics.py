@@ -8,7 +8,7 @@ disc of radius
     r = q/2 * s'/s * (d - s)/d = f^2 (d - s) / (2 N (s - f) d).                  (Eq. 1)
 
 ``r`` is signed: positive for points behind the focal plane (``d > s``), negative in front,
-zero in focus (dplab's convention, DESIGN.md). It is affine in inverse depth,
+zero in focus (dplab's convention). It is affine in inverse depth,
 ``r = A + B / d`` with ``A = f^2 / (2 N (s - f))`` (the CoC at infinity) and ``B = -A s``,
 which is the form ``d = A + B / Z`` used by Xin et al. (ICCV 2021, Sec. 3).
 

@@ -15,6 +15,15 @@ aperture seen upright (point in front of the focal plane, rays not yet crossed) 
 (behind it, rays crossed before the sensor). With half of the aperture blocked, which is what
 each photodiode of a dual pixel sees, the mirroring moves the half-disc spot to the other
 side: the front/back flip of dual-pixel PSFs (RDPD Fig. 2).
+
+Which half is which view. The microlens over a dual pixel images the aperture upside down
+onto the photodiode pair, so the *left* photodiodes collect the light that passed through the
+*right* half of the aperture, ``x > 0`` (``half="pos"`` of :func:`sample_aperture`), and the
+right photodiodes the ``x < 0`` half. Behind the focal plane (``r > 0``) those rays have
+crossed, and the left view's half-disc lands on the ``-x`` side of the spot (centroid
+``-4 r / (3 pi)``); in front of it (``r < 0``) it stays on the ``+x`` side. This is the
+orientation of :mod:`dplab.psf` (RDPD Sec. 2.2: for a positive CoC the left PSF falls off
+towards the right) and of the calibrated Pixel 4 kernels.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ def sample_aperture(
     Args:
         n: number of points.
         half: ``None`` for the full disc, ``"neg"`` for x < 0 only, ``"pos"`` for x > 0 only.
+            ``"pos"`` is the half the *left* photodiodes see, ``"neg"`` the right ones' (see
+            the module docstring).
         generator: random generator for reproducible samples.
 
     Returns:

@@ -11,7 +11,10 @@ and 3, in four steps that :func:`render_dp` chains:
    mask ``M`` are convolved with the layer's left and right PSFs through FFTs padded to fast
    sizes, on a window around the layer, several layers per batched FFT within a memory budget
    (:mod:`dplab._layered`). Each view's PSF sums to 1/2, so ``left + right`` is a conventional
-   defocused image. Image borders are extended by replication.
+   defocused image. Image borders are extended by replication. The PSFs are convolution
+   kernels with dplab's orientation (:mod:`dplab.psf`, RDPD Sec. 2.2): behind the focal plane
+   (``r > 0``) the left view's PSF has its mass on the ``-x`` side, so there the left view is
+   shifted to the left of the right view; in front of it (``r < 0``) to the right.
 3. **Compositing.** ``composite="alpha"`` (the paper's Sec. 3): the blurred layers are
    alpha-blended back to front, the blurred mask being the alpha,
    ``out <- out (1 - a_i) + c_i`` with ``c_i = (I M_i) * H`` and ``a_i = M_i * 2H``, so that a
@@ -30,7 +33,7 @@ and 3, in four steps that :func:`render_dp` chains:
    then signal-dependent noise ``I + I N`` with ``N ~ N(0, sigma^2)`` drawn independently for the
    two views (:func:`add_dp_noise`); ``combined = left + right``.
 
-Conventions (DESIGN.md): ``(B, C, H, W)`` float32 tensors in [0, 1]; CPU or CUDA (everything
+Conventions: ``(B, C, H, W)`` float32 tensors in [0, 1]; CPU or CUDA (everything
 follows ``image.device``); randomness only through an explicit generator or seed.
 """
 
@@ -55,7 +58,7 @@ __all__ = ["DPSample", "PSF_MODELS", "RDPD_NOISE_SIGMAS", "quantize_coc", "layer
 #: parameters of :func:`dplab.psf.butterworth_dp`), Punnappurath et al.'s DP PSF, and a plain
 #: disc split in two equal halves (no DP disparity), for comparison.
 PSF_MODELS = ("butterworth", "punnappurath", "disk")
-#: The noise levels the RDPD data generator draws from: 0.05, 0.055, ..., 0.5 (REFERENCE_FACTS).
+#: The noise levels RDPD lists for its data generator: 0.05, 0.055, ..., 0.5 (RDPD Sec. 5).
 RDPD_NOISE_SIGMAS: tuple[float, ...] = tuple(round(0.05 + 0.005 * k, 3) for k in range(91))
 _COMPOSITE = ("alpha", "hard_mask")
 _BACKENDS = ("fft", "direct")
@@ -316,7 +319,7 @@ def render_views(image: torch.Tensor, coc_px: torch.Tensor, *, psf="butterworth"
         >>> left, right, _ = render_views(img, torch.full((21, 21), 3.0))   # behind focus
         >>> x = torch.arange(21.0)
         >>> centroid = lambda v: float((v[0, 0].sum(0) * x).sum() / v.sum())
-        >>> centroid(left) > 10 > centroid(right)   # left view moves right, right view left
+        >>> centroid(left) < 10 < centroid(right)   # left view moves left (-x), right view right
         True
     """
     left, right, coc_q, _ = _views(image, coc_px, psf, composite, normalize, max_layers,

@@ -49,7 +49,7 @@ BUNDLED_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemis
 COLOR_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle")
 #: Object outlines of :class:`SceneObject`.
 SHAPES = ("ellipse", "rectangle", "diamond", "superellipse")
-#: SYNTHIA-SF depth is clipped at this distance (the RDPD generator, REFERENCE_FACTS).
+#: SYNTHIA-SF depth is clipped at this distance (the RDPD generator's ``threshold_dis``).
 SYNTHIA_MAX_DEPTH_M = 250.0
 _MIN_DEPTH_M = 0.05
 

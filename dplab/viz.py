@@ -19,7 +19,8 @@ def ray_diagram(ax, *, depth, focal_length=1.0, f_number=1.0, focus_distance=3.0
 
     Lengths are in one arbitrary unit; the lens sits at z = 0 and light travels towards +z.
     Rays through the x < 0 half of the aperture are drawn in blue, the x > 0 half in orange;
-    ``half`` ("neg" or "pos") draws only one half, as one photodiode of a dual pixel sees it.
+    ``half`` ("neg" or "pos") draws only one half, as one photodiode of a dual pixel sees it
+    ("pos": the left photodiodes, "neg": the right ones, as in :mod:`dplab.raytrace`).
     Returns the signed spot radius from the ray geometry.
     """
     q = focal_length / f_number

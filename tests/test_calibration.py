@@ -131,7 +131,7 @@ def test_fit_butterworth_recovers_grid_point():
 
 
 def test_fit_butterworth_searches_radius_and_sign():
-    # a back-focus pair (negative radius): left view brighter on the left
+    # a pair in front of the focal plane (negative radius): left view's mass on the +x side
     left, right = butterworth_dp(-4.5, order=9, alpha=0.8, beta=0.2, kappa=0.21, size=15)
     fit = fit_butterworth(left, orders=(3, 6, 9, 12), alphas=S2_ALPHAS[::2] + (0.8,), kappas=S2_KAPPAS[:3])
     assert fit.params["radius_px"] == -4.5

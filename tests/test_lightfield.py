@@ -42,6 +42,26 @@ def test_integer_radius_psf_is_the_lattice():
     assert torch.allclose(k, expected, atol=1e-12)
 
 
+def test_views_with_negative_u_form_the_left_dp_view():
+    """The module's labelling: views with u < 0 make up dplab's left DP view, whose mass lies on
+    -x behind the focal plane (r > 0), like dplab.psf.butterworth_dp's left view."""
+    from dplab.psf import butterworth_dp
+
+    r, size = 4.0, 15
+    delta = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    delta[..., size // 2, size // 2] = 1.0
+    off = lf.subaperture_offsets(7, dtype=torch.float64)
+    views = lf.shift_views(delta, r, off)[0, :, 0]           # (N, H, W)
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    left = views[off[:, 0] < 0].mean(0)
+    right = views[off[:, 0] > 0].mean(0)
+    cx = lambda k: float((k.sum(0) * x).sum() / k.sum())     # noqa: E731
+    kl, _ = butterworth_dp(r, dtype=torch.float64)
+    kx = torch.arange(kl.shape[-1], dtype=torch.float64) - kl.shape[-1] // 2
+    assert cx(left) < 0 < cx(right)
+    assert float((kl.sum(0) * kx).sum() / kl.sum()) < 0
+
+
 def test_zero_radius_is_identity_and_constant_stays_constant():
     g = torch.Generator().manual_seed(0)
     img = torch.rand(2, 3, 20, 24, generator=g)

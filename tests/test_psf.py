@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dplab.psf import (
     PSF_BANK_PARAMS, RDPD_CODE_BANK_PARAMS, butterworth_dp, butterworth_filter, butterworth_profile,
-    disk, gaussian, psf_bank, punnappurath_dp, rescale_kernel, xcorr,
+    disk, gaussian, psf_bank, punnappurath_dp, ramp_half_width, rescale_kernel, xcorr,
 )
 
 f64 = dict(dtype=torch.float64)
@@ -96,7 +96,9 @@ def test_butterworth_dp_sign_swap_and_orientation():
     ln, rn = butterworth_dp(-6.0, **f64)
     torch.testing.assert_close(ln, rp)
     torch.testing.assert_close(rn, lp)
-    assert _centroid_x(lp) > 0 > _centroid_x(rp)   # r > 0: left view weighted to +x
+    # r > 0 (behind the focal plane): the left view is weighted to -x (RDPD Sec. 2.2)
+    assert _centroid_x(lp) < 0 < _centroid_x(rp)
+    assert _centroid_x(ln) > 0 > _centroid_x(rn)
 
 
 def test_butterworth_dp_zero_radius_is_half_delta():
@@ -125,13 +127,95 @@ def test_butterworth_rescale_and_disc_closed_form():
     assert float(comb[c, c] / comb[c, c + 5]) == pytest.approx(beta / hs(5), rel=1e-9)
 
 
+def _code_half_width(R):
+    """The authors' ramp half-width, by hand from generate_bw_kernel.py: kernel k = 2R + 1,
+    Gaussian window g = round(k / 7) + 1 made odd, padding g // 2 on each side."""
+    k = int(2 * R + 1)
+    g = round(k / 7) + 1
+    g += g % 2 == 0
+    return R + g // 2
+
+
+def test_ramp_half_width_is_the_authors():
+    assert [_code_half_width(R) for R in (3, 8, 10, 20, 40)] == [4, 9, 12, 23, 46]
+    assert [ramp_half_width(R) for R in (3, 8, 10, 20, 40)] == [4, 9, 12, 23, 46]
+    assert ramp_half_width(torch.tensor([3.0, 8.0])).tolist() == [4.0, 9.0]
+
+
 def test_butterworth_ramp_mask_is_linear_in_x():
-    """left / (left + right) = M(x) = 1/2 + x / (2 w), w = ceil(R) when kappa = 0."""
-    left, right = butterworth_dp(10.0, kappa=0.0, **f64)
+    """left / (left + right) = M(x) = 1/2 - x / (2 w), w = R + p of the authors' code (Eq. 4; kappa = 0)."""
+    R = 10.0
+    w = _code_half_width(R)
+    left, right = butterworth_dp(R, kappa=0.0, **f64)
     c = left.shape[-1] // 2
-    for x in (-7, -5, 0, 2, 5, 9):
+    for x in (-9, -7, -5, 0, 2, 5, 9):
         ratio = float(left[c + 1, c + x] / (left + right)[c + 1, c + x])
-        assert ratio == pytest.approx(0.5 + x / 20, abs=1e-12)
+        assert ratio == pytest.approx(0.5 - x / (2 * w), abs=1e-12)
+
+
+@pytest.mark.parametrize("R", [3.0, 8.0, 20.0, 40.0])
+def test_butterworth_ramp_ends_at_the_authors_half_width(R):
+    """With smoothing the PSF reaches beyond w = R + p: there M is 0 (x >= w) or 1 (x <= -w)."""
+    left, right = butterworth_dp(R, kappa=1 / 7, **f64)
+    comb = left + right
+    c = left.shape[-1] // 2
+    x = torch.arange(left.shape[-1], **f64) - c
+    w = _code_half_width(R)
+    beyond, before = x >= w, x <= -w
+    assert bool(beyond.any()) and float(comb[:, beyond].sum()) > 0   # the support passes w
+    assert float(left[:, beyond].abs().max()) == 0.0
+    torch.testing.assert_close(left[:, before], comb[:, before], rtol=1e-12, atol=1e-15)
+    inside = (x > -w) & (x < w)
+    ratio = left[:, inside] / comb[:, inside]
+    keep = comb[:, inside] > 1e-9
+    torch.testing.assert_close(ratio[keep], (0.5 - x[inside] / (2 * w)).expand_as(ratio)[keep],
+                               rtol=1e-9, atol=1e-12)
+
+
+def _numpy_left_view(R, order, alpha, beta, kappa, supersample=16):
+    """Independent numpy construction of the left view (RDPD Eqs. 2-4, as the authors' generator
+    builds them): Butterworth with D0 = 2 R alpha rescaled to [beta, 1] over [-R, R]^2, times a
+    disc (brute-force supersampled coverage), convolved with a separable Gaussian of sigma
+    kappa R (truncated at 3 sigma), times the ramp 1/2 - x / (2 w), w = R + p of the code, clipped to
+    [0, 1]; normalised to 1/2."""
+    import numpy as np
+
+    k = 2 * math.ceil(R) + 1 + 2 * math.ceil(3 * kappa * R)
+    c = np.arange(k) - k // 2
+    sub = (np.arange(k * supersample) + 0.5) / supersample - 0.5 - k // 2
+    inside = (sub[:, None] ** 2 + sub[None, :] ** 2) <= R * R
+    cov = inside.reshape(k, supersample, k, supersample).mean(axis=(1, 3))
+    dist = np.hypot(c[:, None], c[None, :])
+    d0 = 2 * R * alpha
+    with np.errstate(divide="ignore"):
+        b = 1.0 / (1.0 + (d0 / dist) ** (2 * order))
+    b_corner = 1.0 / (1.0 + (d0 / (math.sqrt(2) * R)) ** (2 * order))
+    h = np.minimum(beta + (1 - beta) * b / b_corner, 1.0) * cov
+    sigma = kappa * R
+    half = math.ceil(3 * sigma)
+    t = np.arange(-half, half + 1)
+    g = np.exp(-t ** 2 / (2 * sigma ** 2))
+    g /= g.sum()
+    h = np.pad(h, half)
+    h = np.apply_along_axis(lambda v: np.convolve(v, g, "valid"), 0, h)
+    h = np.apply_along_axis(lambda v: np.convolve(v, g, "valid"), 1, h)
+    w = _code_half_width(R)
+    left = h * np.clip(0.5 - c / (2 * w), 0.0, 1.0)[None, :]
+    return 0.5 * left / left.sum()
+
+
+@pytest.mark.parametrize("R", [3.0, 8.0, 20.0, 40.0])
+def test_butterworth_left_centroid_matches_numpy_construction(R):
+    import numpy as np
+
+    ref = _numpy_left_view(R, 3, 0.6, 0.2, 1 / 7)
+    left, _ = butterworth_dp(R, order=3, alpha=0.6, beta=0.2, kappa=1 / 7, **f64)
+    assert left.shape == ref.shape
+    x = np.arange(ref.shape[-1]) - ref.shape[-1] // 2
+    ref_cx = float((ref.sum(0) * x).sum() / ref.sum())
+    assert ref_cx < -0.25 * R                        # behind focus: the left view sits on -x
+    assert _centroid_x(left) == pytest.approx(ref_cx, rel=0.02)
+    assert float((left - torch.from_numpy(ref)).abs().max()) < 0.01 * float(left.max())
 
 
 def test_butterworth_smoothing_is_gaussian_of_kappa_r():
@@ -186,13 +270,14 @@ def test_punnappurath_sums_mirror_sign():
     assert float(left.sum()) == pytest.approx(0.5) and torch.equal(right, left.flip(-1))
     ln, rn = punnappurath_dp(-6.0, **f64)
     torch.testing.assert_close(ln, right)
-    assert _centroid_x(left) > 0
+    assert _centroid_x(left) < 0 < _centroid_x(right)   # r > 0: left view on -x, as Butterworth
     l0, r0 = punnappurath_dp(0.0)
     assert float(l0) == 0.5 == float(r0)
 
 
 def test_punnappurath_equals_sum_of_translated_disc_products():
-    """Second method: the authors' definition, sum_i C . shift_x(C, i) for i = 0..2R+1."""
+    """Second method: the authors' definition, sum_i C . shift_x(C, -i) for i = 0..2R+1 (their
+    ``ker_disk`` with a negative parameter: copies translated towards -x)."""
     R = 5.0
     left, _ = punnappurath_dp(R, **f64)
     cov = disk(R, **f64)
@@ -200,7 +285,7 @@ def test_punnappurath_equals_sum_of_translated_disc_products():
     acc = torch.zeros_like(cov)
     for i in range(int(2 * R) + 2):
         shifted = torch.zeros_like(cov)
-        shifted[:, i:] = cov[:, : cov.shape[-1] - i] if i else cov
+        shifted[:, : cov.shape[-1] - i] = cov[:, i:] if i else cov
         acc += cov * shifted
     torch.testing.assert_close(left, acc / (2 * acc.sum()), rtol=1e-6, atol=1e-9)
 
@@ -211,7 +296,7 @@ def test_punnappurath_rows_ramp_linearly():
     row = left[c, c - 9: c + 10]
     step = row.diff()
     torch.testing.assert_close(step, torch.full_like(step, float(step[0])))   # constant slope
-    assert float(step[0]) > 0
+    assert float(step[0]) < 0                   # r > 0: the left view grows towards -x
 
 
 # ------------------------------------------------------------------ rescale

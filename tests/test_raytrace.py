@@ -31,6 +31,30 @@ def test_half_aperture_centroid_is_that_of_a_half_disc():
     assert pts[:, 0].mean().item() == pytest.approx(-4 / (3 * math.pi), abs=3e-3)
 
 
+@pytest.mark.parametrize("depth", [4.0, 1.5])
+def test_left_photodiodes_see_the_positive_half_and_match_dplab_psf(depth):
+    """The left view is the x > 0 half of the aperture: behind focus (r > 0) its rays have
+    crossed and its centroid is -4 r / (3 pi); in front it is on +x. dplab.psf's left views
+    (Butterworth and Punnappurath) put their mass on the same side for the same signed radius."""
+    from dplab.psf import butterworth_dp, punnappurath_dp
+
+    f, n, s = 0.05, 2.0, 2.0
+    r = optics.coc_radius(depth, f, n, s)
+    gen = torch.Generator().manual_seed(2)
+    left = raytrace.trace_to_sensor(raytrace.sample_aperture(100000, half="pos", generator=gen), depth, f, n, s)
+    right = raytrace.trace_to_sensor(raytrace.sample_aperture(100000, half="neg", generator=gen), depth, f, n, s)
+    cl, cr = left[:, 0].mean().item(), right[:, 0].mean().item()
+    assert cl / r == pytest.approx(-4 / (3 * math.pi), abs=5e-3)
+    assert cr / r == pytest.approx(4 / (3 * math.pi), abs=5e-3)
+    sign = 1.0 if r > 0 else -1.0
+    for model in (butterworth_dp, punnappurath_dp):
+        kl, kr = model(sign * 6.0, dtype=torch.float64)
+        x = torch.arange(kl.shape[-1], dtype=torch.float64) - kl.shape[-1] // 2
+        kcl = float((kl.sum(0) * x).sum() / kl.sum())
+        kcr = float((kr.sum(0) * x).sum() / kr.sum())
+        assert kcl * cl > 0 and kcr * cr > 0 and (kcl - kcr) * (cl - cr) > 0, model.__name__
+
+
 def test_sampling_is_reproducible_and_uniform():
     a = raytrace.sample_aperture(1000, generator=torch.Generator().manual_seed(3))
     b = raytrace.sample_aperture(1000, generator=torch.Generator().manual_seed(3))

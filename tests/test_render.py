@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness import pixel4_folder
+
 from dplab.distortion import RDPD_DISTORTION_COEFFS, distort
 from dplab.fftconv import fft_conv2d
 from dplab.optics import Camera
@@ -104,8 +106,8 @@ def test_disparity_direction_flips_across_the_focal_plane(radius):
     kx = float((kl.sum(0) * (torch.arange(kl.shape[-1]) - kl.shape[-1] // 2)).sum() / kl.sum())
     shift_l, shift_r = _centroid_x(left) - 30, _centroid_x(right) - 30
     assert shift_l == pytest.approx(kx, abs=1e-4) and shift_r == pytest.approx(-kx, abs=1e-4)
-    # behind the focal plane (r > 0) the left view moves right (+x); in front it moves left
-    assert (shift_l - shift_r > 0.5) == (radius > 0) and abs(shift_l - shift_r) > 0.5
+    # behind the focal plane (r > 0) the left view moves left (-x); in front it moves right
+    assert (shift_l - shift_r < -0.5) == (radius > 0) and abs(shift_l - shift_r) > 0.5
 
 
 def test_disparity_from_depth_and_camera():
@@ -117,7 +119,46 @@ def test_disparity_from_depth_and_camera():
         s = render_dp(img, depth_m=torch.full((1, 1, 9, 81), depth), camera=cam)
         assert float(s.coc_px[0, 0, 0, 0]) == pytest.approx(float(cam.coc_px(depth)), abs=1e-5)
         shifts.append(_centroid_x(s.left) - _centroid_x(s.right))
-    assert shifts[0] < -0.5 and shifts[1] == pytest.approx(0.0, abs=1e-9) and shifts[2] > 0.5
+    # in front (1.6 m): left right of right; in focus: none; behind (3 m): left of right
+    assert shifts[0] > 0.5 and shifts[1] == pytest.approx(0.0, abs=1e-9) and shifts[2] < -0.5
+
+
+PIXEL4 = pixel4_folder()
+
+
+@pytest.mark.skipif(PIXEL4 is None, reason="needs the Pixel 4 release of Xin et al. (xin_pixel4_dp with "
+                                           "calibration/blur_kernels_{left,right}.npy) under $DPLAB_DATA")
+def test_point_behind_focus_has_the_orientation_of_the_pixel4_kernels():
+    """dplab's renderer with psf.butterworth_dp against the phone: Xin et al. calibrated their
+    kernels with every scene at or behind the focal plane (r > 0 in dplab; supplement B) and
+    apply them by convolution, as dplab does; a rendered point behind focus must have its left
+    view on the same side of its right view as the released left kernel of its right kernel."""
+    from dplab.data.pixel4 import load_kernels
+
+    kl, kr = load_kernels(PIXEL4.parent)
+    x = torch.arange(kl.shape[-1], dtype=torch.float64) - kl.shape[-1] // 2
+
+    def cx(k):
+        k = k.double()
+        return (k.sum(-2) * x).sum(-1) / k.sum((-2, -1))
+
+    real = cx(kl) - cx(kr)                             # (48,) left minus right centroid, px
+    assert bool((real < 0).all()) or bool((real > 0).all()), real   # one orientation everywhere
+    real_sign = 1.0 if float(real.mean()) > 0 else -1.0
+
+    img = torch.zeros(1, 1, 81, 81)
+    img[..., 40, 40] = 1.0                             # a point light
+    for radius in (3.0, 8.0, 12.0):                    # behind the focal plane
+        left, right, _ = render_views(img, torch.full((81, 81), radius),
+                                      psf=lambda r: butterworth_dp(r, dtype=torch.float64))
+        rendered = _centroid_x(left) - _centroid_x(right)
+        assert abs(rendered) > 0.5 and rendered * real_sign > 0, (radius, rendered, float(real.mean()))
+    # the released kernels through the same renderer (central cell) keep their orientation
+    cell = 3 * 8 + 4
+    pair = lambda r: (kl[cell].double()[None].expand(r.numel(), -1, -1),  # noqa: E731
+                      kr[cell].double()[None].expand(r.numel(), -1, -1))
+    left, right, _ = render_views(img, torch.full((81, 81), 1.0), psf=pair)
+    assert (_centroid_x(left) - _centroid_x(right)) == pytest.approx(float(real[cell]), abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- occlusion

@@ -91,12 +91,15 @@ def load_kernels(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -
 
     Cell ``k`` is row ``k // 8``, column ``k % 8`` of the 6x8 grid (row-major, as released).
 
-    Orientation: the kernels are returned as released. Fitted with :func:`dplab.psf.butterworth_dp`
-    (chapter 2), every cell prefers a *negative* radius although the scenes lie at or behind
-    the focal plane (positive in dplab's convention): the release's left/right naming, or its
-    storage as correlation kernels (rotated 180 degrees), is the mirror of RDPD's code. Use
-    these kernels with Xin et al.'s own model (:mod:`dplab.mpi`) as they are; swap or mirror
-    them before mixing them with dplab's parametric PSFs. They are also off-centre by up to
+    Orientation: the kernels are returned as released, and they are convolution kernels
+    (Xin et al.'s code applies them with ``scipy.signal.convolve2d``, ``code/util.py``). Their
+    scenes lie at or behind the focal plane (supplement B), a positive CoC in dplab, and in
+    every one of the 48 cells the left kernel's centroid lies to the left of the right
+    kernel's (by about 5.3 px on average): the orientation of :mod:`dplab.psf` (RDPD Sec. 2.2,
+    the left PSF falling off towards the right for a positive CoC). Fitted with
+    :func:`dplab.psf.butterworth_dp` (chapter 2) the cells prefer positive radii, so the
+    release can be mixed with dplab's parametric PSFs and used with Xin et al.'s model
+    (:mod:`dplab.mpi`) as it is, with no swap or mirror. The kernels are off-centre by up to
     3.5 px.
 
     Args:
@@ -190,7 +193,7 @@ def vignetting_gain(data_dir: Path | str | None = None, *, window: int = 101, cr
     with images of a white sheet through a diffuser. The authors' code decodes both white-sheet
     images like the scenes, takes their ratio ``W_l / W_r``, averages it over a ``101 x 101``
     window (zero padding counted, flax ``avg_pool`` 'SAME'; irrelevant inside the central crop)
-    and multiplies the right view by it before cropping (REFERENCE_FACTS). Use as
+    and multiplies the right view by it before cropping (``code/util.py``). Use as
     ``right * vignetting_gain(data_dir)``.
 
     Args:

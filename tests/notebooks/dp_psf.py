@@ -57,13 +57,44 @@ def _disc_coverage(radius, size, ss=64):
     return inside.reshape(size, ss, size, ss).mean(axis=(1, 3))
 
 
+def _left_view_np(r, n, alpha, beta, kappa):
+    """Left view of the Butterworth DP PSF (RDPD Eqs. 2-4) in numpy, on dplab's kernel size."""
+    size = 2 * math.ceil(r) + 1 + 2 * math.ceil(3 * kappa * r)
+    g = np.arange(size) - size // 2
+    dist = np.hypot(g[:, None], g[None, :])
+    d0 = 2 * r * alpha
+    with np.errstate(divide="ignore"):
+        b = 1.0 / (1.0 + (d0 / dist) ** (2 * n))
+    b_corner = 1.0 / (1.0 + (d0 / (math.sqrt(2) * r)) ** (2 * n))
+    h = np.minimum(beta + (1 - beta) * b / b_corner, 1.0) * _disc_coverage(r, size)
+    sigma = kappa * r
+    half = math.ceil(3 * sigma)
+    t = np.arange(-half, half + 1)
+    gauss = np.exp(-t ** 2 / (2 * sigma ** 2))
+    gauss /= gauss.sum()
+    h = np.pad(h, half)
+    h = np.apply_along_axis(lambda v: np.convolve(v, gauss, "valid"), 0, h)
+    h = np.apply_along_axis(lambda v: np.convolve(v, gauss, "valid"), 1, h)
+    k = int(2 * r + 1)                    # the authors' ramp half-width r + p, by hand
+    window = round(k / 7) + 1
+    window += window % 2 == 0
+    left = h * np.clip(0.5 - g / (2 * (r + window // 2)), 0.0, 1.0)[None, :]
+    return 0.5 * left / left.sum()
+
+
 def check(metrics, output_dir):
     # --- the model term by term: pieces assembled by hand == psf.butterworth_dp (float64)
     assert metrics["term_by_term_max_abs_diff"] < 1e-12
     assert metrics["kernel_size_px"] == 2 * 8 + 1 + 2 * math.ceil(3 * 0.14 * 8)  # 25
     assert math.isclose(metrics["left_view_sum"], 0.5, abs_tol=1e-9)
-    # r > 0 puts the left view's weight on +x; r < 0 is its mirror image.
-    assert metrics["left_centroid_front_px"] > 1.0
+    # r > 0 (behind the focal plane, RDPD's "front focus") puts the left view's weight on -x
+    # (RDPD Sec. 2.2: the left PSF falls off towards the right); r < 0 is its mirror image.
+    assert metrics["left_centroid_front_px"] < -1.0
+    # ... and its value follows from Eqs. 2-4 built here in numpy (r = 8, n = 3, alpha = 0.4,
+    # beta = 0.2, kappa = 0.14; ramp 1/2 - x / (2 w), w = r + r/14, clipped to [0, 1]).
+    ref = _left_view_np(8.0, 3, 0.4, 0.2, 0.14)
+    xr = np.arange(ref.shape[-1]) - ref.shape[-1] // 2
+    assert math.isclose(metrics["left_centroid_front_px"], (ref.sum(0) * xr).sum() / ref.sum(), rel_tol=5e-3)
     assert math.isclose(metrics["left_centroid_back_px"], -metrics["left_centroid_front_px"], abs_tol=1e-9)
     assert metrics["back_swaps_views"] is True
 
@@ -189,7 +220,10 @@ def _check_real(metrics):
     for x in (x_bw, x_best):
         grid = x.reshape(6, 8)
         assert grid[:, [0, 7]].mean() < grid[:, [3, 4]].mean()
-    assert metrics["real_bw_negative"] == sum(c["bw"]["radius_px"] < 0 for c in cells)
+    # Orientation: the scenes lie at or behind focus (r > 0, Xin et al. supplement B) and every
+    # cell's Butterworth fit says so; the released left kernel lies left of the right one.
+    n_pos = sum(c["bw"]["radius_px"] > 0 for c in cells)
+    assert metrics["real_bw_positive"] == n_pos == 48
     # centring and cropping 61x61 -> 33x33 keeps 98-99.8 % of the mass (worst in the corners)
     assert metrics["real_crop_mass_min"] == min(c["mass"] for c in cells) > 0.98
 
@@ -201,6 +235,10 @@ def _check_real(metrics):
     grid = metrics["real_grid_used"]
     radii = torch.tensor(metrics["real_radii_used"], dtype=torch.float64)
     pun_radii = np.array(metrics["pun_radii_used"])
+    xk = np.arange(kl.shape[-1]) - kl.shape[-1] // 2
+    lr = (kl.sum(1) * xk).sum(-1) / kl.sum((1, 2)) - (kr.sum(1) * xk).sum(-1) / kr.sum((1, 2))
+    assert np.allclose(metrics["real_lr_centroid_diff"], lr, atol=1e-4)
+    assert np.all(lr < 0) and math.isclose(metrics["real_lr_centroid_diff_px"], lr.mean(), abs_tol=1e-4)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
