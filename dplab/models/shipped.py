@@ -77,7 +77,7 @@ SHIPPED: dict[str, dict] = {
                  "residual head, MSE + multi-scale edge loss (Eq. 16) on single frames",
         "train": ["--model", "rdpd", "--recipe", "rdpd", "--widths", "16", "32", "64", "64",
                   "--option", "lstm_channels=64", "--option", "head=residual", "--lr", "1e-3",
-                  "--steps", "3500", *_COMMON],
+                  "--steps", "3000", *_COMMON],
     },
     "drbnet": {
         "about": "DRBNet (CVPR 2022), single-image input, base width 8, residual pyramid, "
@@ -90,7 +90,7 @@ SHIPPED: dict[str, dict] = {
         "about": "MDP (WACV 2022), single-image input, width x0.125, residual heads, step-2 loss "
                  "(views and sharp image jointly)",
         "train": ["--model", "mdp", "--recipe", "mdp_step2", "--width", "0.125",
-                  "--option", "head=residual", "--lr", "5e-4", "--steps", "3000", *_COMMON],
+                  "--option", "head=residual", "--lr", "5e-4", "--steps", "2500", *_COMMON],
     },
     # Ablations: the headline comparison of a chapter, at the shipped networks' scale.
     "rdpd_mse": {
@@ -99,14 +99,14 @@ SHIPPED: dict[str, dict] = {
         "ablation_of": "rdpd",
         "train": ["--model", "rdpd", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
                   "--option", "lstm_channels=64", "--option", "head=residual", "--lr", "1e-3",
-                  "--steps", "3500", *_COMMON],
+                  "--steps", "3000", *_COMMON],
     },
     "mdp_single_task": {
         "about": "ablation of mdp: MDP's encoder and one widened decoder predicting the sharp image "
                  "only (MDP Table 3's single-task baseline, about the same weights), same steps",
         "ablation_of": "mdp",
         "train": ["--model", "mdp_single_task", "--recipe", "mdp_step2", "--width", "0.125",
-                  "--option", "head=residual", "--lr", "5e-4", "--steps", "3000", *_COMMON],
+                  "--option", "head=residual", "--lr", "5e-4", "--steps", "2500", *_COMMON],
     },
 }
 
