@@ -27,8 +27,8 @@ What differs from the papers (and why), for every shipped network:
   the papers' epoch-based halving tuned for hundreds of epochs on real data;
 * training data: 192x256 synthetic images with RDPD's cameras, PSF bank, radial distortion
   and noise, the CoC scaled so that blur matters at this size (``--coc-gain 8``: a mean
-  |CoC| of about 4 px, up to 43 px); the held-out test set is rendered with seed 1000, which no
-  training used. Both are drawn from the same six scikit-image photographs (other crops,
+  |CoC| of 4.8 px over the held-out set, up to 43 px); the held-out test set is rendered
+  with seed 1000, which no training used. Both are drawn from the same six scikit-image photographs (other crops,
   shapes, depths and blur), so the held-out score measures generalisation to new blur and
   new compositions, not to new kinds of content.
 """
