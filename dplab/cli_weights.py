@@ -142,7 +142,10 @@ def build_one(name: str, work: Path, weights_dir: Path, *, train: bool = True) -
         if not started_with.is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
             started_with.write_text(_commit() + "\n")
-        _dplab(argv)
+        import sys
+
+        # the progress bar only for a terminal (make weights logs to files); not part of the recipe
+        _dplab(argv if sys.stderr.isatty() else [*argv, "--quiet"])
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run of {name!r}; run without --score-only")
     weights_dir.mkdir(parents=True, exist_ok=True)
