@@ -137,3 +137,16 @@ def test_showcase_scores_what_it_shows():
     sample = heldout_samples(0)[0]
     assert scores["blurred input"] == pytest.approx(float(psnr(sample["combined"], sample["sharp"])[0]))
     assert len(fig.axes) == 3
+
+
+def test_readme_table_agrees_with_the_cards():
+    """The README copies each card's held-out PSNR and gain; they must agree to the digit."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) dB \| ([+-][\d.]+) dB \|", text, flags=re.M)
+    assert {name for name, _, _ in rows} == set(SHIPPED)
+    for name, value, gain in rows:
+        h = load_card(name)["heldout"]
+        assert (value, gain) == (f"{h['network']['psnr']:.2f}", f"{h['gain_psnr']:+.2f}"), name
