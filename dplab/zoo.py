@@ -297,7 +297,7 @@ def train_brief(method: str, train_set, output_dir, *, options: dict | None = No
     torch.manual_seed(seed)
     model = build(net.registry, **(options or {}))
     radial = method == "rdpd"
-    if method == "rdpd":
+    if method == "rdpd" and getattr(model.head, "kind", "paper") == "paper":   # a residual head starts at its input
         model = rr.init_output_bias(model)
     if method == "drbnet":
         model = zero_drb_heads(model)

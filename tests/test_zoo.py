@@ -178,3 +178,17 @@ def test_train_brief_validates(tiny_data, tmp_path):
         zoo.train_brief("dpdnet", train, tmp_path, options=TINY["dpdnet"], steps=1, patch=20)
     with pytest.raises(ValueError, match="method"):
         zoo.train_brief("unet", train, tmp_path)
+
+
+@pytest.mark.parametrize("method", list(zoo.NETWORKS))
+def test_train_brief_with_residual_output_starts_at_the_input(method, tiny_data, tmp_path):
+    """With a residual head (pyramid for DRBNet) a network starts as the blurred input; the
+    brief training must not shift its output (RDPD's mid-grey bias is for the paper head only)."""
+    _, train, test = tiny_data
+    residual = {"pyramid": "residual"} if method == "drbnet" else {"head": "residual"}
+    net = zoo.train_brief(method, train, tmp_path, options={**TINY[method], **residual}, steps=1, patch=16,
+                          batch_size=2, lr=1e-12)
+    b = {k: v[None] for k, v in test[0].items() if torch.is_tensor(v)}
+    with torch.no_grad():
+        out = zoo.NetworkMethod(net)(b)
+    assert torch.allclose(out, b["combined"].clamp(0, 1), atol=1e-3), float((out - b["combined"]).abs().max())

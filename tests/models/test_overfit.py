@@ -46,7 +46,20 @@ def _mean_psnr(a, b):
     return float(psnr(a.clamp(0, 1), b).mean())
 
 
+_TRAINED: dict = {}
+
+
 def _overfit(name, options, loss_kind, batch, output=None, steps=STEPS, lr=1e-3):
+    """Train a fresh network on ``batch`` (once per module and name) and return what
+    ``output(net)`` returns, by default the sharp estimate as the benchmark feeds it."""
+    if name not in _TRAINED:
+        _TRAINED[name] = _train(name, options, loss_kind, batch, steps, lr)
+    net = _TRAINED[name]
+    with torch.no_grad():
+        return output(net) if output else NetworkMethod(net)(batch)
+
+
+def _train(name, options, loss_kind, batch, steps, lr):
     torch.manual_seed(0)
     net = build(name, **options)
     forward, loss_fn = forward_and_loss(name, loss_kind, getattr(net, "in_channels", None))
@@ -57,9 +70,7 @@ def _overfit(name, options, loss_kind, batch, output=None, steps=STEPS, lr=1e-3)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    net.eval()
-    with torch.no_grad():
-        return output(net) if output else NetworkMethod(net)(batch)
+    return net.eval()
 
 
 # DRBNet learns its dynamic filters more slowly than the U-Nets learn their residual: more
