@@ -196,10 +196,10 @@ def test_state_carries_information():
 def test_linear_head_is_clamped():
     net = _net()
     with torch.no_grad():
-        net.head[1].conv.bias.fill_(5.0)
+        net.head.body[1].conv.bias.fill_(5.0)
     assert torch.equal(net(torch.rand(1, 7, 16, 16)), torch.ones(1, 3, 16, 16))
     with torch.no_grad():
-        net.head[1].conv.bias.fill_(-5.0)
+        net.head.body[1].conv.bias.fill_(-5.0)
     assert torch.equal(net(torch.rand(1, 7, 16, 16)), torch.zeros(1, 3, 16, 16))
     sig = _net(head="sigmoid")
     y = sig(torch.rand(1, 7, 16, 16))
