@@ -299,11 +299,18 @@ def ramp_half_width(radius_px):
     Returns:
         ``R + p`` (same type: float for a number, tensor for a tensor).
 
+    Raises:
+        TypeError: not a number or tensor. ValueError: NaN or infinite radius.
+
     Example:
         >>> [ramp_half_width(r) for r in (3, 8, 20, 40)]
         [4.0, 9.0, 23.0, 46.0]
     """
+    if isinstance(radius_px, (str, bytes, bool)) or not isinstance(radius_px, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"radius_px must be a number or tensor, got {type(radius_px).__name__}")
     R = torch.as_tensor(radius_px, dtype=torch.float64).abs()
+    if not bool(torch.isfinite(R).all()):
+        raise ValueError(f"radius_px must be finite, got {radius_px!r}")
     g = torch.round((2 * R + 1) / 7) + 1
     g = torch.where(torch.remainder(g, 2) == 0, g + 1, g)
     w = R + (g - 1) / 2

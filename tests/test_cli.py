@@ -126,6 +126,9 @@ def test_train_schedule_and_grad_clip_options(data, tmp_path, capsys):
     assert settings["schedule"] == "cosine" and settings["grad_clip"] == 0.5
     assert _train(data, tmp_path / "c2", steps=2, extra=["--schedule", "cosine", "--grad-clip", "-1"]) == 2
     assert "--grad-clip" in capsys.readouterr().err
+    assert main(["train", "--model", "dpdnet", "--recipe", "dpdnet", "--data", str(data), "--out",
+                 str(tmp_path / "c3"), "--schedule", "cosine", "--quiet"]) == 2    # decays over what?
+    assert "--steps" in capsys.readouterr().err
 
 
 def test_a_diverging_run_stops_with_a_message(data, tmp_path, capsys):

@@ -140,6 +140,10 @@ def test_ramp_half_width_is_the_authors():
     assert [_code_half_width(R) for R in (3, 8, 10, 20, 40)] == [4, 9, 12, 23, 46]
     assert [ramp_half_width(R) for R in (3, 8, 10, 20, 40)] == [4, 9, 12, 23, 46]
     assert ramp_half_width(torch.tensor([3.0, 8.0])).tolist() == [4.0, 9.0]
+    with pytest.raises(ValueError, match="radius_px"):
+        ramp_half_width(float("nan"))
+    with pytest.raises(TypeError, match="radius_px"):
+        ramp_half_width("8")
 
 
 def test_butterworth_ramp_mask_is_linear_in_x():

@@ -150,3 +150,16 @@ def test_readme_table_agrees_with_the_cards():
     for name, value, gain in rows:
         h = load_card(name)["heldout"]
         assert (value, gain) == (f"{h['network']['psnr']:.2f}", f"{h['gain_psnr']:+.2f}"), name
+
+
+def test_held_out_helpers_refuse_impossible_input():
+    from dplab.models.shipped import comparison
+
+    with pytest.raises(ValueError, match="indices"):
+        heldout_samples(48)
+    with pytest.raises(ValueError, match="indices"):
+        heldout_samples([-1])
+    with pytest.raises(ValueError, match="same"):
+        comparison({"a": {"psnr": [1.0]}, "b": {"psnr": [1.0, 2.0]}}, "a", "b")
+    with pytest.raises(ValueError, match="shipped"):
+        load_card("nope")
