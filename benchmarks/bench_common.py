@@ -95,7 +95,7 @@ def amp_dtype(device) -> torch.dtype:
     """Autocast dtype for inference on ``device``: bf16 where the GPU supports it, else fp16."""
     device = torch.device(device)
     if device.type != "cuda":
-        raise ValueError(f"AMP is benchmarked on CUDA only (dplab.train runs fp32 on the CPU), got {device}")
+        raise ValueError(f"AMP is benchmarked on CUDA only (dplab.training.trainer runs fp32 on the CPU), got {device}")
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 

@@ -1,7 +1,7 @@
 """FFT convolution vs direct spatial convolution, measured side by side in one run.
 
 DESIGN.md asks large-kernel blurs to go through FFTs; this prints why. For each kernel size the
-same (B, C, H, W) image is blurred by `dplab.fftconv.fft_conv2d` and by `torch.nn.functional.conv2d`
+same (B, C, H, W) image is blurred by `dplab.ops.fftconv.fft_conv2d` and by `torch.nn.functional.conv2d`
 (depthwise, flipped kernel, zero padding), results are checked equal, and times and the ratio
 direct/FFT are printed. :func:`rows` returns the same figures as result rows for
 ``benchmarks/suite.py``.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench_common import best_time, make_row
-from dplab.fftconv import fft_conv2d
+from dplab.ops.fftconv import fft_conv2d
 
 
 def rows(device, size: int = 512, channels: int = 3, kernels=(7, 15, 31, 61), repeats: int = 3) -> list[dict]:

@@ -1,6 +1,6 @@
 """Speed of the MPI optimisation of Xin et al. (ICCV 2021) at the paper's size, CPU and CUDA.
 
-One Adam iteration of `dplab.mpi.optimize` at 1008x1344 with 12 layers and the 6x8 grid of
+One Adam iteration of `dplab.xin.mpi.optimize` at 1008x1344 with 12 layers and the 6x8 grid of
 spatially varying 61x61 kernels (the real Pixel 4 calibration when the data directory is set,
 else a synthetic grid of Butterworth DP kernels of the same size). Prints the time per
 iteration on each device (median over the timed iterations, the first iteration excluded) and
@@ -26,8 +26,8 @@ import time
 import torch
 
 from bench_common import make_row
-from dplab.mpi import optimize
-from dplab.psf import butterworth_dp
+from dplab.xin.mpi import optimize
+from dplab.optics.psf import butterworth_dp
 
 
 def kernels(data_dir):
@@ -72,7 +72,7 @@ PAPER_SECONDS_PER_ITERATION = 2 * 3600 / 10_000
 
 def rows(device, size=(1008, 1344), layers: int = 12, iterations: int = 3, *, scale: float = 1.0,
          blend: int = 8, data_dir=None) -> list[dict]:
-    """Seconds per Adam iteration of :func:`dplab.mpi.optimize` (Xin et al. Sec. 4.3) as a row.
+    """Seconds per Adam iteration of :func:`dplab.xin.mpi.optimize` (Xin et al. Sec. 4.3) as a row.
 
     The scene is ``size`` (split into the 6x8 kernel grid); with ``scale < 1`` it is that
     fraction of height and width (rounded to the grid) and the time is scaled by pixel count

@@ -14,9 +14,9 @@ the full image costs minutes on two cores, so by default one crop of ``cpu_scale
 height and width is timed and scaled by pixel count (the networks are fully convolutional;
 the row is marked extrapolated); ``--cpu-scale 1`` times the full image.
 
-*Training* (:func:`training_rows`): one :meth:`dplab.train.Trainer.train_step` (forward, MSE
+*Training* (:func:`training_rows`): one :meth:`dplab.training.trainer.Trainer.train_step` (forward, MSE
 loss, backward, the recipe's optimizer: Adam, or RAdam for DRBNet) on a batch of the recipe's
-patch size and batch size (``dplab.train.RECIPES``: DPDNet 512 px x 5, RDPD 512 x 8 single
+patch size and batch size (``dplab.training.trainer.RECIPES``: DPDNet 512 px x 5, RDPD 512 x 8 single
 frames, DRBNet 320 x 8, MDP step 2 512 x 8), in fp32 and, on CUDA, with the Trainer's AMP
 (fp16 autocast + GradScaler). Throughput is samples per second. On the CPU one sample of a
 ``cpu_scale`` crop is timed and scaled by pixel count and batch size (marked extrapolated).
@@ -36,7 +36,7 @@ import torch
 
 from bench_common import amp_dtype, autocast, best_time, format_table, make_row, scaled_hw
 from dplab.models import build, count_parameters
-from dplab.train import RECIPES, Trainer
+from dplab.training.trainer import RECIPES, Trainer
 
 NETWORKS = ("dpdnet", "rdpd", "drbnet", "drbnet_dual", "mdp")
 INPUT_CHANNELS = {"dpdnet": 6, "rdpd": 7, "drbnet": 3, "drbnet_dual": 6, "mdp": 3}
@@ -46,7 +46,7 @@ PAPER_SECONDS = {
     "rdpd": (0.3, "paper: RDPD Table 1, GPU"),
     "mdp": (0.5, "paper: MDP Table 1, TITAN X"),
 }
-#: The training recipe (dplab.train.RECIPES) whose patch size, batch and optimizer are timed.
+#: The training recipe (dplab.training.trainer.RECIPES) whose patch size, batch and optimizer are timed.
 #: DRBNet's code has no training script and no dual-pixel recipe: both variants use stage 1.
 TRAIN_RECIPE = {"dpdnet": "dpdnet", "rdpd": "rdpd", "drbnet": "drbnet_lfdof", "drbnet_dual": "drbnet_lfdof",
                 "mdp": "mdp_step2"}
@@ -128,7 +128,7 @@ def _loss(pred, batch):
 
 def training_rows(name: str, device, *, patch: int | None = None, batch: int | None = None, scale: float = 1.0,
                   repeats: int | None = None, amp: bool | None = None, model_cfg: dict | None = None) -> list[dict]:
-    """Samples per second of one :class:`dplab.train.Trainer` step, fp32 and (CUDA) AMP.
+    """Samples per second of one :class:`dplab.training.trainer.Trainer` step, fp32 and (CUDA) AMP.
 
     Args:
         name: one of :data:`NETWORKS`.

@@ -2,7 +2,7 @@
 
 The scene is DPDD-sized (1680x1120): a bundled photo over a slanted floor whose CoC runs from
 -30 px (near, bottom) to +12 px (far, top) with two fronto-parallel objects (-24 px and +8 px),
-cut into 100 and 500 depth layers (RDPD Sec. 3). For each, `dplab.render.render_views` is timed
+cut into 100 and 500 depth layers (RDPD Sec. 3). For each, `dplab.render.layered.render_views` is timed
 with the FFT backend (alpha compositing, and the authors' hard-mask sum), giving DP pairs per
 second. The direct reference is the same layered model with `torch.nn.functional.conv2d`
 (`backend="direct"`, same windows, same PSFs); at full size it would take many minutes, so it
@@ -27,8 +27,8 @@ import time
 import torch
 
 from bench_common import make_row
-from dplab.render import quantize_coc, render_views
-from dplab.scenes import load_image
+from dplab.render.layered import quantize_coc, render_views
+from dplab.render.scenes import load_image
 
 
 def scene(h: int, w: int, device):
@@ -51,8 +51,8 @@ def layered(coc, layers):
 
 def direct_macs(coc, channels: int, chunk_mb: float) -> float:
     """Multiply-adds of the direct backend for the alpha model of this CoC map (its plan)."""
-    from dplab import _layered
-    from dplab.render import layer_psfs
+    from dplab.render import engine as _layered
+    from dplab.render.layered import layer_psfs
 
     levels, labels = quantize_coc(coc[0, 0].cpu())
     kernels = layer_psfs(levels)

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import machine_info  # noqa: E402
 from dplab._io import atomic_file  # noqa: E402
-from dplab.metrics import mae, psnr, ssim  # noqa: E402
+from dplab.metrics.image import mae, psnr, ssim  # noqa: E402
 from dplab.models import list_pretrained, pretrained  # noqa: E402
-from dplab.models.shipped import heldout_config, heldout_samples  # noqa: E402
-from dplab.zoo import NetworkMethod  # noqa: E402
+from dplab.eval.heldout import heldout_config, heldout_samples
+from dplab.eval.zoo import NetworkMethod  # noqa: E402
 
 
 def run(images: int | None = None) -> list[dict]:

@@ -15,7 +15,7 @@ measured in the same run (or, where none can be timed, the paper's figure, label
 On the CPU the networks, the training steps and MPI run on a ``--cpu-scale`` fraction of
 height and width (training: one sample) and are scaled by pixel count (and batch); those
 rows are marked ``extrapolated`` (a ``*`` after the seconds in the table). AMP rows exist on
-CUDA only (dplab.train refuses AMP on the CPU). ``--quick`` shrinks everything (tiny images,
+CUDA only (dplab.training.trainer refuses AMP on the CPU). ``--quick`` shrinks everything (tiny images,
 narrow networks) into a smoke test of a few seconds whose numbers mean nothing.
 
     .venv/bin/python benchmarks/suite.py [--quick] [--devices cpu,cuda] [--cpu-scale S]

@@ -44,7 +44,7 @@ def pixel4_folder() -> Path | None:
     root = os.environ.get("DPLAB_DATA")
     if not root:
         return None
-    manifest = yaml.safe_load((ROOT / "data_manifests" / "xin_pixel4_dp.yaml").read_text())
+    manifest = yaml.safe_load((ROOT / "dplab" / "data" / "manifests" / "xin_pixel4_dp.yaml").read_text())
     folder = Path(root) / manifest["folder"]
     ok = folder.is_dir() and all((folder / rel).exists() for rel in manifest["required"])
     return folder if ok else None

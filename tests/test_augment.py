@@ -1,9 +1,9 @@
-"""dplab.augment: DRBNet's Gaussian noise, gray-scale and scaling augmentations."""
+"""dplab.data.augment: DRBNet's Gaussian noise, gray-scale and scaling augmentations."""
 
 import pytest
 import torch
 
-from dplab.augment import LUMA, Augmented, augment
+from dplab.data.augment import LUMA, Augmented, augment
 
 
 def _sample(seed=0):

@@ -1,4 +1,4 @@
-"""Tests for dplab.calibration: RDPD supplement S1 (targets, Eq. S1), S2 (Eq. S3), S3 (Eq. S6)."""
+"""Tests for dplab.optics.calibration: RDPD supplement S1 (targets, Eq. S1), S2 (Eq. S3), S3 (Eq. S6)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dplab.calibration import (
+from dplab.optics.calibration import (
     S2_ALPHAS,
     S2_KAPPAS,
     S2_ORDERS,
@@ -19,9 +19,9 @@ from dplab.calibration import (
     fit_punnappurath,
     square_grid_target,
 )
-from dplab.distortion import distort, distort_points
-from dplab.fftconv import fft_conv2d
-from dplab.psf import butterworth_dp, punnappurath_dp, xcorr
+from dplab.optics.distortion import distort, distort_points
+from dplab.ops.fftconv import fft_conv2d
+from dplab.optics.psf import butterworth_dp, punnappurath_dp, xcorr
 
 
 # ----------------------------------------------------------------------------- targets

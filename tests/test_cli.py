@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.__main__ import main
+from dplab.cli.main import main
 from dplab.data import DPDDDataset
 from dplab.data.pngio import write_png
-from dplab.metrics import psnr
+from dplab.metrics.image import psnr
 from dplab.models import build, count_parameters, from_checkpoint
-from dplab.train import load_checkpoint
+from dplab.training.trainer import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from dplab import deconv
-from dplab.deconv import (SIGMA2, bias_correction, expected_energy, hypothesis_energy,
+from dplab.xin import deconv
+from dplab.xin.deconv import (SIGMA2, bias_correction, expected_energy, hypothesis_energy,
                           wiener_defocus, wiener_dp)
-from dplab.psf import butterworth_dp, rescale_kernel
+from dplab.optics.psf import butterworth_dp, rescale_kernel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,7 +131,7 @@ def test_monte_carlo_noise_biases_the_energy_to_small_defocus_and_B_corrects_it(
 
 
 def test_wiener_defocus_orders_two_planes_and_sharpens():
-    from dplab.fftconv import fft_conv2d
+    from dplab.ops.fftconv import fft_conv2d
 
     img = torch.from_numpy(_texture(96)).float()[None, None]
     kl, kr = butterworth_dp(8.0, size=33)

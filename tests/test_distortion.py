@@ -1,4 +1,4 @@
-"""Tests for dplab.distortion: the division model of RDPD Eq. 5 / supplement Eq. S5."""
+"""Tests for dplab.optics.distortion: the division model of RDPD Eq. 5 / supplement Eq. S5."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dplab.distortion import (
+from dplab.optics.distortion import (
     RDPD_DISTORTION_COEFFS,
     RDPD_DISTORTION_FOCAL_LENGTHS_MM,
     distort,

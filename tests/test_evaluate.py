@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dplab.data import DPDDDataset, write_png
-from dplab.evaluate import Table, compare, count_parameters, evaluate, format_table
-from dplab.metrics import mae, psnr, ssim
+from dplab.eval.evaluate import Table, compare, count_parameters, evaluate, format_table
+from dplab.metrics.image import mae, psnr, ssim
 
 
 def make_data(n=3, h=20, w=26):
@@ -96,7 +96,7 @@ def test_compare_gives_one_row_per_method():
 
 
 def test_as_method_wraps_a_tensor_network():
-    from dplab.evaluate import as_method
+    from dplab.eval.evaluate import as_method
 
     model = torch.nn.Conv2d(6, 3, 1)
     with torch.no_grad():

@@ -1,11 +1,11 @@
-"""Tests for dplab.fftconv against direct convolution (conv2d with a flipped kernel, numpy)."""
+"""Tests for dplab.ops.fftconv against direct convolution (conv2d with a flipped kernel, numpy)."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab.fftconv import fast_len, fft_conv2d
+from dplab.ops.fftconv import fast_len, fft_conv2d
 
 
 def _smooth(m: int) -> bool:

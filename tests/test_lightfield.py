@@ -1,4 +1,4 @@
-"""dplab.lightfield: the synthetic-aperture (light-field) blur used as DRBNet's stage-1 data."""
+"""dplab.render.lightfield: the synthetic-aperture (light-field) blur used as DRBNet's stage-1 data."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab import lightfield as lf
+from dplab.render import lightfield as lf
 
 
 def test_offsets_lie_in_the_unit_disc_and_are_symmetric():
@@ -44,8 +44,8 @@ def test_integer_radius_psf_is_the_lattice():
 
 def test_views_with_negative_u_form_the_left_dp_view():
     """The module's labelling: views with u < 0 make up dplab's left DP view, whose mass lies on
-    -x behind the focal plane (r > 0), like dplab.psf.butterworth_dp's left view."""
-    from dplab.psf import butterworth_dp
+    -x behind the focal plane (r > 0), like dplab.optics.psf.butterworth_dp's left view."""
+    from dplab.optics.psf import butterworth_dp
 
     r, size = 4.0, 15
     delta = torch.zeros(1, 1, size, size, dtype=torch.float64)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab.losses import (EDGE_SCALES, MDP_LOSS_WEIGHTS, VGG19Features, VGGFeatureLoss, charbonnier,
+from dplab.training.losses import (EDGE_SCALES, MDP_LOSS_WEIGHTS, VGG19Features, VGGFeatureLoss, charbonnier,
                           combined_loss, default_vgg19_path, difference_loss, edge_loss, load_vgg19_features,
                           mdp_loss, multiscale_l1, rdpd_loss, sobel_kernels)
 from dplab.models import MDPOutput

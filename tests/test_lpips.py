@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab.evaluate import compare, evaluate
-from dplab.lpips import LPIPS, VGG16Features, default_lpips_paths, load_lpips
+from dplab.eval.evaluate import compare, evaluate
+from dplab.metrics.lpips import LPIPS, VGG16Features, default_lpips_paths, load_lpips
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

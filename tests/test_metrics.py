@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
-from dplab.metrics import mae, mse, psnr, ssim
+from dplab.metrics.image import mae, mse, psnr, ssim
 
 
 def pair(seed: int, shape=(2, 3, 20, 27), noise=0.08):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.metrics_defocus import affine_fit, aiwe1, aiwe2, spearman_error
+from dplab.metrics.defocus import affine_fit, aiwe1, aiwe2, spearman_error
 
 
 def _reference_numpy(pred, gt, conf, irls_iters=5, epsilon=1e-3):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dplab.models import build, count_parameters, from_checkpoint, list_models, model_spec
-from dplab.train import Trainer, load_checkpoint
+from dplab.training.trainer import Trainer, load_checkpoint
 
 # Tiny options for every registry name (the test fails if a name is added without one).
 TINY = {

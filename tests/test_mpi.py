@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from dplab.data import DatasetNotFoundError, pixel4
-from dplab.deconv import bias_correction
-from dplab.fftconv import fft_conv2d
-from dplab.mpi import (MPI, DPBlur, KernelGrid, composite, defocus_map, layer_scales, lr_schedule,
+from dplab.xin.deconv import bias_correction
+from dplab.ops.fftconv import fft_conv2d
+from dplab.xin.mpi import (MPI, DPBlur, KernelGrid, composite, defocus_map, layer_scales, lr_schedule,
                        optimize, render_dp, transmittance)
-from dplab.mpi_losses import (LossWeights, charbonnier, collision_entropy, edge_mask,
+from dplab.xin.mpi_losses import (LossWeights, charbonnier, collision_entropy, edge_mask,
                               local_variance)
-from dplab.psf import butterworth_dp, rescale_kernel
+from dplab.optics.psf import butterworth_dp, rescale_kernel
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

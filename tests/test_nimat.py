@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from dplab.models import MDP
-from dplab.nimat import (ANGLES, VIEW_NAMES, mdp_predictor, nimat_canvas_size, nimat_views, rotate,
+from dplab.render.nimat import (ANGLES, VIEW_NAMES, mdp_predictor, nimat_canvas_size, nimat_views, rotate,
                          save_nimat_gif)
 
 

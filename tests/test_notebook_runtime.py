@@ -1,11 +1,13 @@
-"""dplab.notebook: profiles, seeding and the atomic metrics record chapters rely on."""
+"""dplab.book.chapter: profiles, seeding and the atomic metrics record chapters rely on."""
 
 import json
 
 import pytest
 import torch
 
-from dplab.notebook import Chapter, resolve_device, write_json_atomic
+from dplab._io import write_json_atomic
+from dplab._validate import resolve_device
+from dplab.book.chapter import Chapter
 
 
 def test_profile_is_checked(tmp_path):

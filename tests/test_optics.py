@@ -1,4 +1,4 @@
-"""Tests for dplab.optics: hand-computed thin-lens values, inverses, presets, validation."""
+"""Tests for dplab.optics.thin_lens: hand-computed thin-lens values, inverses, presets, validation."""
 
 import dataclasses
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from dplab import optics
-from dplab.optics import (
+from dplab.optics import thin_lens as optics
+from dplab.optics.thin_lens import (
     RDPD_CAMERA_SETS, RDPD_CAMERA_SETS_CODE, RDPD_CAMERA_SETS_PAPER, Camera, aperture_diameter,
     coc_radius, coc_radius_px, defocus_affine, depth_from_coc, rdpd_generator_coc_px,
     sensor_distance,

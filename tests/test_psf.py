@@ -1,4 +1,4 @@
-"""Tests for dplab.psf: closed forms (areas, Butterworth values, ramp), symmetries, second methods."""
+"""Tests for dplab.optics.psf: closed forms (areas, Butterworth values, ramp), symmetries, second methods."""
 
 import itertools
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab.psf import (
+from dplab.optics.psf import (
     PSF_BANK_PARAMS, RDPD_CODE_BANK_PARAMS, butterworth_dp, butterworth_filter, butterworth_profile,
     disk, gaussian, psf_bank, punnappurath_dp, ramp_half_width, rescale_kernel, xcorr,
 )

@@ -1,11 +1,13 @@
-"""dplab.raytrace against the closed-form CoC and the geometry of half discs."""
+"""dplab.optics.raytrace against the closed-form CoC and the geometry of half discs."""
 
 import math
 
 import pytest
 import torch
 
-from dplab import optics, raytrace
+from dplab.optics import thin_lens as optics
+
+from dplab.optics import raytrace
 
 
 @pytest.mark.parametrize("depth", [0.3, 1.0, 1.99, 2.0, 2.01, 5.0, 1e4])
@@ -34,9 +36,9 @@ def test_half_aperture_centroid_is_that_of_a_half_disc():
 @pytest.mark.parametrize("depth", [4.0, 1.5])
 def test_left_photodiodes_see_the_positive_half_and_match_dplab_psf(depth):
     """The left view is the x > 0 half of the aperture: behind focus (r > 0) its rays have
-    crossed and its centroid is -4 r / (3 pi); in front it is on +x. dplab.psf's left views
+    crossed and its centroid is -4 r / (3 pi); in front it is on +x. dplab.optics.psf's left views
     (Butterworth and Punnappurath) put their mass on the same side for the same signed radius."""
-    from dplab.psf import butterworth_dp, punnappurath_dp
+    from dplab.optics.psf import butterworth_dp, punnappurath_dp
 
     f, n, s = 0.05, 2.0, 2.0
     r = optics.coc_radius(depth, f, n, s)

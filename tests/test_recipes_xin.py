@@ -1,4 +1,4 @@
-"""Tests for dplab.recipes_xin (Xin et al. ICCV 2021 recipes on the Pixel 4 scenes).
+"""Tests for dplab.xin.recipe (Xin et al. ICCV 2021 recipes on the Pixel 4 scenes).
 
 Small synthetic fixtures always run; the real-data tests run when the Pixel 4 release is
 under $DPLAB_DATA (CI: ../shared/data) and skip otherwise.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dplab import recipes_xin as rx
+from dplab.xin import recipe as rx
 from dplab.data import DatasetNotFoundError
 
 

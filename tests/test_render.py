@@ -1,4 +1,4 @@
-"""Layered DP rendering (dplab.render), checked against independently computed values."""
+"""Layered DP rendering (dplab.render.layered), checked against independently computed values."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch.nn.functional as F
 
 from harness import pixel4_folder
 
-from dplab.distortion import RDPD_DISTORTION_COEFFS, distort
-from dplab.fftconv import fft_conv2d
-from dplab.optics import Camera
-from dplab.psf import butterworth_dp, disk, punnappurath_dp
-from dplab.render import (DPSample, add_dp_noise, layer_psfs, quantize_coc, render_dp,
+from dplab.optics.distortion import RDPD_DISTORTION_COEFFS, distort
+from dplab.ops.fftconv import fft_conv2d
+from dplab.optics.thin_lens import Camera
+from dplab.optics.psf import butterworth_dp, disk, punnappurath_dp
+from dplab.render.layered import (DPSample, add_dp_noise, layer_psfs, quantize_coc, render_dp,
                           render_views)
 
 

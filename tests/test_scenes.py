@@ -1,4 +1,4 @@
-"""Scenes (dplab.scenes): bundled photos, generated depth, motion, SYNTHIA-SF decoding."""
+"""Scenes (dplab.render.scenes): bundled photos, generated depth, motion, SYNTHIA-SF decoding."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.scenes import (BUNDLED_IMAGES, COLOR_IMAGES, Scene, SceneObject, decode_synthia_depth,
+from dplab.render.scenes import (BUNDLED_IMAGES, COLOR_IMAGES, Scene, SceneObject, decode_synthia_depth,
                           encode_synthia_depth, fronto_parallel_depth, load_image,
                           objects_scene, random_scene, read_synthia_frame, slanted_plane_depth,
                           synthia_frames)
@@ -16,7 +16,7 @@ from dplab.scenes import (BUNDLED_IMAGES, COLOR_IMAGES, Scene, SceneObject, deco
 def test_every_bundled_image_loads_offline(monkeypatch):
     import socket
 
-    from dplab import scenes
+    from dplab.render import scenes
 
     def no_network(*args, **kwargs):
         raise AssertionError("tried to use the network")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dplab.synth as synth
-from dplab.__main__ import main
+import dplab.render.synth as synth
+from dplab.cli.main import main
 from dplab.data.pngio import read_png
-from dplab.synth import MANIFEST_NAME, SynthConfig, render_sample, synthesize
+from dplab.render.synth import MANIFEST_NAME, SynthConfig, render_sample, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(count=5, seed=3, size=(20, 28), sequences=2, frames=2, coc_gain=8.0,

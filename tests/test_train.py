@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dplab.train import DEFAULTS, RECIPES, Trainer, TrainingDiverged, load_checkpoint, lr_factor, recipe
+from dplab.training.trainer import DEFAULTS, RECIPES, Trainer, TrainingDiverged, load_checkpoint, lr_factor, recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ import json, os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from dplab.train import Trainer
+from dplab.training.trainer import Trainer
 
 
 def problem(n=16):
@@ -304,7 +304,7 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(scr
 
 
 def test_concat_inputs_feeds_single_tensor_networks(tmp_path):
-    from dplab.train import concat_inputs
+    from dplab.training.trainer import concat_inputs
 
     g = torch.Generator().manual_seed(0)
     data = [{"left": torch.rand(3, 6, 6, generator=g), "right": torch.rand(3, 6, 6, generator=g)} for _ in range(4)]

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dplab.__main__ import main
+from dplab.cli.main import main
 from dplab.models import shipped
 from dplab.models.shipped import load_card, pretrained, sha256_file
 
@@ -52,7 +52,7 @@ def test_builder_writes_weights_and_a_complete_card_deterministically(tiny, tmp_
     net = pretrained("dpdnet", weights_dir=weights)
     assert not net.training and net.dplab_card["name"] == "dpdnet"
     # the card's numbers are those of the returned network on the held-out files
-    from dplab.cli_weights import score_heldout
+    from dplab.cli.weights import score_heldout
     again = score_heldout(net, work / "data" / "heldout")
     again.pop("time_s_per_image")
     assert again == {k: card["heldout"][k] for k in again}

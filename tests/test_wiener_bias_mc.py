@@ -1,4 +1,4 @@
-"""The noise-bias helpers of dplab.deconv (Xin et al. ICCV 2021, supplement C.2): periodic
+"""The noise-bias helpers of dplab.xin.deconv (Xin et al. ICCV 2021, supplement C.2): periodic
 blur, per-hypothesis energy curves, the closed-form noise expectation for a known scene, and
 the Monte Carlo driver. Each is checked against an independent numpy computation."""
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.deconv import (bias_correction, energy_curve, expected_energy, noise_bias_trials,
+from dplab.xin.deconv import (bias_correction, energy_curve, expected_energy, noise_bias_trials,
                           periodic_blur, scene_expected_energy)
-from dplab.psf import butterworth_dp
+from dplab.optics.psf import butterworth_dp
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

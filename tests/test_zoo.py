@@ -1,4 +1,4 @@
-"""dplab.zoo: the book's methods behind one interface (tiny sizes)."""
+"""dplab.eval.zoo: the book's methods behind one interface (tiny sizes)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from dplab import synth, zoo
+from dplab.render import synth
+
+from dplab.eval import zoo
 from dplab.data import DPDDDataset
-from dplab.deconv import wiener_dp
-from dplab.evaluate import count_parameters, evaluate
+from dplab.xin.deconv import wiener_dp
+from dplab.eval.evaluate import count_parameters, evaluate
 from dplab.models import build, model_spec
-from dplab.render import render_dp
+from dplab.render.layered import render_dp
 
 TINY = {"dpdnet": {"widths": (4, 4, 4, 4)}, "rdpd": {"widths": (4, 4, 4, 4), "lstm_channels": 4},
         "drbnet": {"width": 4}, "mdp": {"width": 0.0625}}

@@ -1,6 +1,6 @@
 """Datasets: manifests, the data directory, loaders for the real on-disk layouts."""
 
-from .manifest import (
+from dplab.data.manifest import (
     DATA_ENV,
     MANIFEST_DIR,
     DatasetNotFoundError,
@@ -10,11 +10,11 @@ from .manifest import (
     list_manifests,
     load_manifest,
 )
-from .base import DatasetCorruptError, read_image
-from .dldp import DLDPDataset
-from .dpdd import DPDDDataset, DPSequenceDataset
-from .lfdof import LFDOFDataset
-from .patches import (
+from dplab.data.base import DatasetCorruptError, read_image
+from dplab.data.dldp import DLDPDataset
+from dplab.data.dpdd import DPDDDataset, DPSequenceDataset
+from dplab.data.lfdof import LFDOFDataset
+from dplab.data.patches import (
     GridPatches,
     RandomPatches,
     SequencePatches,
@@ -27,9 +27,9 @@ from .patches import (
     sharpness_scores,
     sobel_energy,
 )
-from .pixeldp import PixelDPDataset
-from .pngio import read_png, write_png
-from .realdof import RealDOFDataset
+from dplab.data.pixeldp import PixelDPDataset
+from dplab.data.pngio import read_png, write_png
+from dplab.data.realdof import RealDOFDataset
 
 __all__ = [
     "DATA_ENV",

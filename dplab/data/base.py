@@ -27,7 +27,7 @@ releases' sRGB-encoded values, as the papers train and evaluate on them, so
 
 A missing file raises :class:`~dplab.data.manifest.DatasetNotFoundError` and an unreadable or
 inconsistent one raises :class:`DatasetCorruptError`; both name the file and the dataset's
-manifest in ``data_manifests/``.
+manifest in ``dplab/data/manifests/``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .manifest import MANIFEST_DIR, DatasetNotFoundError, dataset_dir
-from .pngio import PNGError, png_info, read_png
+from dplab.data.manifest import MANIFEST_DIR, DatasetNotFoundError, dataset_dir
+from dplab.data.pngio import PNGError, png_info, read_png
 
 __all__ = [
     "DatasetCorruptError",

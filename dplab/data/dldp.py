@@ -2,7 +2,7 @@
 
 2,353 Canon EOS 5D scenes, each a combined image and its two DP views (7,059 images) at
 apertures f/4 to f/22, without all-in-focus ground truth; MDP's first training step learns
-DP-view synthesis from it. Layout, as MDP's code reads it (``data_manifests/dldp.yaml``)::
+DP-view synthesis from it. Layout, as MDP's code reads it (``dplab/data/manifests/dldp.yaml``)::
 
     {split}/c/<name>.png   combined image
     {split}/l/<name>.png   left DP view
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import ImageSetDataset, list_images, resolve_root
-from .dpdd import _orphans
+from dplab.data.base import ImageSetDataset, list_images, resolve_root
+from dplab.data.dpdd import _orphans
 
 __all__ = ["DLDPDataset"]
 

@@ -1,6 +1,6 @@
 """The DPDD layout (Abuolaim and Brown, ECCV 2020), real or synthetic, and its video variant.
 
-DPDD (``data_manifests/dpdd.yaml``) stores, per split ``{train,val,test}``::
+DPDD (``dplab/data/manifests/dpdd.yaml``) stores, per split ``{train,val,test}``::
 
     {split}_c/source/<id>.png     blurred combined image (wide aperture)  16-bit RGB
     {split}_c/target/<id>.png     all-in-focus ground truth (narrow aperture)
@@ -11,7 +11,7 @@ DPDD (``data_manifests/dpdd.yaml``) stores, per split ``{train,val,test}``::
 one defocus map per image: ``<id>.png``, ``<id>.npy`` or ``<id>.tif``), so
 :class:`DPDDDataset` reads both; point it at synthetic data with ``root=``.
 
-RDPD's data generator (Abuolaim et al., ICCV 2021, Sec. 3; ``data_manifests/synthia_sf.yaml``)
+RDPD's data generator (Abuolaim et al., ICCV 2021, Sec. 3; ``dplab/data/manifests/synthia_sf.yaml``)
 writes image *sequences* in the same folders, one sub-folder per sequence, with the same
 frame name in every folder::
 
@@ -28,8 +28,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .base import DatasetCorruptError, ImageSetDataset, list_images, manifest_hint, resolve_root
-from .manifest import DatasetNotFoundError, load_manifest
+from dplab.data.base import DatasetCorruptError, ImageSetDataset, list_images, manifest_hint, resolve_root
+from dplab.data.manifest import DatasetNotFoundError, load_manifest
 
 __all__ = ["DPDDDataset", "DPSequenceDataset", "DPDD_SPLITS"]
 
@@ -165,7 +165,7 @@ class DPDDDataset(ImageSetDataset):
 class DPSequenceDataset(ImageSetDataset):
     """DP image sequences, one sub-folder per sequence: one item per frame.
 
-    Reads RDPD's synthetic-video layout (``data_manifests/synthia_sf.yaml``), where every
+    Reads RDPD's synthetic-video layout (``dplab/data/manifests/synthia_sf.yaml``), where every
     folder uses the same frame name::
 
         {split}_c/source/<seq>/<frame>.png   {split}_c/target/<seq>/<frame>.png

@@ -1,7 +1,7 @@
 """LFDOF: the light-field generated defocus dataset of Ruan et al. (AIFNet, TCI 2021).
 
 DRBNet (CVPR 2022, Sec. 4) trains its first stage on LFDOF. Layout
-(``data_manifests/lfdof.yaml``)::
+(``dplab/data/manifests/lfdof.yaml``)::
 
     {train_data,test_data}/input/<scene><suffix>.png    refocused light-field image with a
                                                         synthetic aperture (shallow DoF)
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import ImageSetDataset, list_images, manifest_hint, resolve_root
-from .manifest import DatasetNotFoundError
+from dplab.data.base import ImageSetDataset, list_images, manifest_hint, resolve_root
+from dplab.data.manifest import DatasetNotFoundError
 
 __all__ = ["LFDOFDataset", "lfdof_ground_truth_name"]
 

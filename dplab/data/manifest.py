@@ -1,6 +1,6 @@
 """Dataset manifests and the data directory.
 
-Every real dataset the book uses is described by one YAML file in ``data_manifests/``
+Every real dataset the book uses is described by one YAML file in ``dplab/data/manifests/``
 (citation, home page, on-disk layout, splits, the paths that must exist). Nothing is
 downloaded: the user places datasets under a *data directory*, given either as the
 ``data_dir`` argument or through the ``DPLAB_DATA`` environment variable, and
@@ -28,7 +28,7 @@ __all__ = [
 
 DATA_ENV = "DPLAB_DATA"
 # The manifests live beside the package in the repository (editable install).
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 
 _REQUIRED_KEYS = ("name", "title", "citation", "homepage", "folder", "layout", "required", "splits")
 
@@ -39,7 +39,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """One dataset's manifest, as read from ``data_manifests/<name>.yaml``."""
+    """One dataset's manifest, as read from ``dplab/data/manifests/<name>.yaml``."""
 
     name: str
     title: str
@@ -76,7 +76,7 @@ def load_manifest(name: str, manifest_dir: Path | str | None = None) -> Manifest
 
     Args:
         name: dataset name, the manifest's file stem (e.g. ``"xin_pixel4_dp"``).
-        manifest_dir: folder of manifests; defaults to the repository's ``data_manifests/``.
+        manifest_dir: folder of manifests; defaults to the package's ``dplab/data/manifests/``.
 
     Returns:
         The parsed :class:`Manifest`.

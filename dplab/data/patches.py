@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .._validate import require_number, require_positive
+from dplab._validate import require_number, require_positive
 
 __all__ = [
     "grid_positions",

@@ -1,6 +1,6 @@
 """Reader for the Pixel 4 dual-pixel release of Xin et al. (ICCV 2021).
 
-Layout (``data_manifests/xin_pixel4_dp.yaml``): ``NNN_left.png``/``NNN_right.png`` are 16-bit
+Layout (``dplab/data/manifests/xin_pixel4_dp.yaml``): ``NNN_left.png``/``NNN_right.png`` are 16-bit
 PNGs holding 14-bit raw green-channel values with black level 1024, 2016x1512 (W x H);
 ``gt_all_in_focus_im/NNN_gt.png`` and ``gt_defocus_map/NNN_gt.png`` cover the central
 1344x1008 crop; ``calibration/blur_kernels_{left,right}.npy`` hold one 61x61 kernel per cell of
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .manifest import DatasetNotFoundError, dataset_dir
+from dplab.data.manifest import DatasetNotFoundError, dataset_dir
 
 __all__ = [
     "BLACK_LEVEL",
@@ -62,7 +62,7 @@ def _read_png(path: Path) -> np.ndarray:
     import imageio.v3 as iio
 
     if not path.is_file():
-        raise DatasetNotFoundError(f"{path} does not exist (dataset {NAME!r}, see data_manifests/{NAME}.yaml)")
+        raise DatasetNotFoundError(f"{path} does not exist (dataset {NAME!r}, see dplab/data/manifests/{NAME}.yaml)")
     return iio.imread(path)
 
 
@@ -95,11 +95,11 @@ def load_kernels(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -
     (Xin et al.'s code applies them with ``scipy.signal.convolve2d``, ``code/util.py``). Their
     scenes lie at or behind the focal plane (supplement B), a positive CoC in dplab, and in
     every one of the 48 cells the left kernel's centroid lies to the left of the right
-    kernel's (by about 5.3 px on average): the orientation of :mod:`dplab.psf` (RDPD Sec. 2.2,
+    kernel's (by about 5.3 px on average): the orientation of :mod:`dplab.optics.psf` (RDPD Sec. 2.2,
     the left PSF falling off towards the right for a positive CoC). Fitted with
-    :func:`dplab.psf.butterworth_dp` (chapter 2) the cells prefer positive radii, so the
+    :func:`dplab.optics.psf.butterworth_dp` (chapter 2) the cells prefer positive radii, so the
     release can be mixed with dplab's parametric PSFs and used with Xin et al.'s model
-    (:mod:`dplab.mpi`) as it is, with no swap or mirror. The kernels are off-centre by up to
+    (:mod:`dplab.xin.mpi`) as it is, with no swap or mirror. The kernels are off-centre by up to
     3.5 px.
 
     Args:
@@ -159,8 +159,8 @@ def load_scene(scene: str, data_dir: Path | str | None = None, *, crop: bool = T
 def load_kernel_grid(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """The calibrated kernels as a ``(6, 8, 61, 61)`` grid per view (row-major cells).
 
-    The shape :class:`dplab.mpi.DPBlur`, :func:`dplab.mpi.optimize` and
-    :func:`dplab.deconv.wiener_defocus` take for spatially varying kernels (with
+    The shape :class:`dplab.xin.mpi.DPBlur`, :func:`dplab.xin.mpi.optimize` and
+    :func:`dplab.xin.deconv.wiener_defocus` take for spatially varying kernels (with
     ``cell_hw=CELL_PX``).
 
     Args:

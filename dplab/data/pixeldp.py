@@ -1,6 +1,6 @@
 """PixelDP: the Google Pixel 4 dual-pixel test images released with DPDD (ECCV 2020).
 
-Layout (``data_manifests/pixeldp.yaml``), the DPDD layout with only a test split::
+Layout (``dplab/data/manifests/pixeldp.yaml``), the DPDD layout with only a test split::
 
     test_c/source/<id>.png     combined image      16-bit RGB
     test_l/source/<id>_L.png   left DP view
@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .dpdd import DPDDDataset
+from dplab.data.dpdd import DPDDDataset
 
 __all__ = ["PixelDPDataset"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_file
+from dplab._io import atomic_file
 
 __all__ = ["PNGError", "read_png", "write_png", "png_info"]
 

@@ -1,6 +1,6 @@
 """RealDOF: the real defocus test set of Lee et al. (IFAN, CVPR 2021), as DRBNet evaluates it.
 
-Layout (``data_manifests/realdof.yaml``)::
+Layout (``dplab/data/manifests/realdof.yaml``)::
 
     source/<name>.png   defocused image (wide aperture)         RGB PNG
     target/<name>.png   all-in-focus image (narrow aperture), captured at the same time
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import DatasetCorruptError, ImageSetDataset, list_images, manifest_hint, resolve_root
+from dplab.data.base import DatasetCorruptError, ImageSetDataset, list_images, manifest_hint, resolve_root
 
 __all__ = ["RealDOFDataset"]
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import require_choice, require_positive
+from dplab._validate import require_choice, require_positive
 
 __all__ = [
     "ConvAct",

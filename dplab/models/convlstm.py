@@ -40,8 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import require_number, require_positive, require_tensor
-from .blocks import he_normal_
+from dplab._validate import require_number, require_positive, require_tensor
+from dplab.models.blocks import he_normal_
 
 __all__ = ["LSTMState", "ConvLSTMCell", "ConvLSTM"]
 

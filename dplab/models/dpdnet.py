@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import require_image, require_number, require_positive
-from .blocks import DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
+from dplab._validate import require_image, require_number, require_positive
+from dplab.models.blocks import DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
 
 __all__ = ["DPDNet", "DPDNET_PARAMS"]
 

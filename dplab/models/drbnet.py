@@ -58,8 +58,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import require_choice, require_image, require_number, require_positive, require_tensor
-from .blocks import ConvAct, ResBlock, pad_to_multiple
+from dplab._validate import require_choice, require_image, require_number, require_positive, require_tensor
+from dplab.models.blocks import ConvAct, ResBlock, pad_to_multiple
 
 __all__ = ["DRBNet", "DynamicResidualBlock", "apply_pixel_kernels", "DRBNET_PARAMS", "DRBNET_VARIANTS",
            "KERNEL_SIZES", "PYRAMIDS"]

@@ -31,7 +31,7 @@ of the same layout with widened layers, so that the number of weights is within 
 
 Values. Input is the combined image in [0, 1]. Outputs are sigmoid values in (0, 1); with
 dplab's convention the predicted views should sum to the input (``L_C``, Eq. 6, in
-:mod:`dplab.losses`). H and W are padded to multiples of 16 (edge replication) and the
+:mod:`dplab.training.losses`). H and W are padded to multiples of 16 (edge replication) and the
 outputs cropped back.
 """
 
@@ -43,8 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import require_choice, require_image, require_positive
-from .blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
+from dplab._validate import require_choice, require_image, require_positive
+from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
 
 __all__ = ["MDP", "MDPSingleTask", "MDPOutput", "MDP_PARAMS", "STITCHING"]
 

@@ -7,7 +7,7 @@ RDPD is DPDNet (:mod:`dplab.models.dpdnet`) with the five changes listed in Sec.
 2. a 7th input channel holding the relative radial distance of each pixel from the image
    centre ("radial distance patch", supplement S4.2, Fig. S4); see
    :func:`radial_distance_map`;
-3. the multi-scale edge loss (Eqs. 13-16) -- a training loss, :func:`dplab.losses.rdpd_loss`;
+3. the multi-scale edge loss (Eqs. 13-16) -- a training loss, :func:`dplab.training.losses.rdpd_loss`;
 4. half the filters of DPDNet at every level: 32, 64, 128, 256 (bottleneck 512);
 5. a linear 1x1 last layer clamped to [0, 1] in place of the sigmoid.
 
@@ -37,9 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._validate import require_choice, require_finite, require_positive, require_tensor
-from .blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
-from .convlstm import ConvLSTMCell, LSTMState
+from dplab._validate import require_choice, require_finite, require_positive, require_tensor
+from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
+from dplab.models.convlstm import ConvLSTMCell, LSTMState
 
 __all__ = ["RDPD", "RDPD_PARAMS", "radial_distance_map"]
 

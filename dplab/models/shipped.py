@@ -9,7 +9,7 @@ data and trained the network, the seed, steps, wall time, machine, dplab commit,
 metrics and the file's sha256.
 
 :data:`SHIPPED` is the single source of those recipes; ``make weights`` (``python -m dplab
-weights``, :mod:`dplab.cli_weights`) re-runs them from scratch, deterministically and
+weights``, :mod:`dplab.cli.weights`) re-runs them from scratch, deterministically and
 resumably.
 
 What differs from the papers (and why), for every shipped network:
@@ -42,8 +42,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from dplab.models.registry import build
+
 __all__ = ["WEIGHTS_DIR", "SHIPPED", "DATASETS", "list_pretrained", "load_card", "pretrained",
-           "sha256_file", "train_argv", "synth_argv", "heldout_config", "heldout_samples", "showcase", "heldout_scores", "comparison"]
+           "sha256_file", "train_argv", "synth_argv"]
 
 #: Where the shipped ``<name>.pt`` files and ``<name>.json`` cards live (package data).
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -178,7 +180,7 @@ def pretrained(name: str, *, map_location="cpu", weights_dir=None) -> nn.Module:
 
     Returns:
         The float32 network in eval mode; ``model.dplab_spec`` holds its spec and
-        ``model.dplab_card`` its card. Feed it as :class:`dplab.zoo.NetworkMethod` does.
+        ``model.dplab_card`` its card. Feed it as :class:`dplab.eval.zoo.NetworkMethod` does.
 
     Raises:
         ValueError: unknown name, or the file's sha256 differs from the card's.
@@ -189,8 +191,6 @@ def pretrained(name: str, *, map_location="cpu", weights_dir=None) -> nn.Module:
         >>> net.dplab_card["heldout"]["gain_psnr"] > 1.5             # doctest: +SKIP
         True
     """
-    from . import build
-
     card = load_card(name, weights_dir)
     path = Path(weights_dir or WEIGHTS_DIR) / f"{name}.pt"
     if not path.is_file():
@@ -206,133 +206,3 @@ def pretrained(name: str, *, map_location="cpu", weights_dir=None) -> nn.Module:
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.dplab_card = card
     return model.to(map_location).eval()
-
-
-def heldout_config():
-    """The :class:`dplab.synth.SynthConfig` of the held-out set (:data:`DATASETS`)."""
-    from ..synth import SynthConfig, parse_size
-
-    argv = DATASETS["heldout"]
-    args = dict(zip(argv[::2], argv[1::2]))
-    at = argv.index("--split-fractions") + 1
-    return SynthConfig(count=int(args["--count"]), seed=int(args["--seed"]), size=parse_size(args["--size"]),
-                       coc_gain=float(args["--coc-gain"]), split_fractions=tuple(float(f) for f in argv[at:at + 3]))
-
-
-def heldout_samples(indices) -> list[dict]:
-    """Held-out images re-rendered in memory (no files needed), as the DPDD loader reads the
-    written set: 16-bit values / 65535, views at half brightness, each a batch of one.
-
-    The renderer is deterministic by ``(seed, index)``, so sample ``i`` is the held-out set's
-    image ``i`` that the cards were scored on.
-
-    Args:
-        indices: held-out image indices (0 to 47), an int or an iterable.
-
-    Returns:
-        A list of dicts with ``"combined"``, ``"left"``, ``"right"``, ``"sharp"`` as
-        ``(1, 3, H, W)`` tensors and ``"defocus"`` (signed CoC in pixels, ``(1, 1, H, W)``).
-
-    Example:
-        >>> s = heldout_samples(0)[0]
-        >>> tuple(s["combined"].shape), bool(torch.allclose(s["left"] + s["right"], s["combined"], atol=1e-4))
-        ((1, 3, 192, 256), True)
-    """
-    import numpy as np
-
-    from ..synth import render_sample
-
-    cfg = heldout_config()
-    indices = [indices] if isinstance(indices, int) else list(indices)
-    bad = [i for i in indices if not (isinstance(i, int) and 0 <= i < cfg.count)]
-    if bad:
-        raise ValueError(f"held-out indices must be integers in [0, {cfg.count}), got {bad}")
-
-    def image(a):
-        return torch.from_numpy(a.astype(np.float32) / 65535).permute(2, 0, 1)[None]
-
-    samples = []
-    for i in indices:
-        arrays, _ = render_sample(cfg, i)
-        samples.append({"combined": image(arrays["combined"]), "sharp": image(arrays["target"]),
-                        "left": image(arrays["left"]) / 2, "right": image(arrays["right"]) / 2,
-                        "defocus": torch.from_numpy(arrays["defocus"])[None, None]})
-    return samples
-
-
-def showcase(names, index: int = 0, *, size: float = 2.6):
-    """The book's "result first" figure: a held-out image blurred, deblurred by each shipped
-    network in ``names``, and sharp, each titled with its PSNR; returns ``(figure, psnrs)``.
-
-    Args:
-        names: shipped network names (one or several).
-        index: held-out image index.
-        size: panel height in inches.
-
-    Returns:
-        ``(fig, psnr)``: the matplotlib figure and a dict of PSNR in dB per panel
-        (``"blurred input"``, each name).
-    """
-    from ..metrics import psnr as psnr_fn
-    from ..viz import image_grid
-    from ..zoo import NetworkMethod
-
-    names = [names] if isinstance(names, str) else list(names)
-    sample = heldout_samples(index)[0]
-    panels, scores = [("blurred input", sample["combined"])], {}
-    with torch.no_grad():
-        for name in names:
-            panels.append((name, NetworkMethod(pretrained(name))(sample).clamp(0, 1)))
-    for label, img in panels:
-        scores[label] = float(psnr_fn(img.clamp(0, 1), sample["sharp"])[0])
-    titles = [f"{label}\n{scores[label]:.2f} dB" for label, _ in panels] + ["ground truth"]
-    fig = image_grid([[img for _, img in panels] + [sample["sharp"]]], [titles], size=size)
-    return fig, scores
-
-
-def heldout_scores(names, indices=None) -> dict:
-    """Per-image PSNR and SSIM of shipped networks and of the blurred input on held-out images.
-
-    Args:
-        names: shipped network names.
-        indices: held-out image indices (default all 48).
-
-    Returns:
-        ``{"images": [indices], "<label>": {"psnr": [...], "ssim": [...]}}`` for
-        ``"blurred input"`` and each name; outputs clipped to [0, 1] (the cards' protocol).
-    """
-    from ..metrics import psnr as psnr_fn, ssim as ssim_fn
-    from ..zoo import NetworkMethod
-
-    names = [names] if isinstance(names, str) else list(names)
-    indices = list(range(heldout_config().count)) if indices is None else list(indices)
-    methods = {"blurred input": lambda b: b["combined"]}
-    methods.update({n: NetworkMethod(pretrained(n)) for n in names})
-    out = {"images": indices, **{k: {"psnr": [], "ssim": []} for k in methods}}
-    with torch.no_grad():
-        for sample in heldout_samples(indices):
-            for label, method in methods.items():
-                y = method(sample).clamp(0, 1)
-                out[label]["psnr"].append(float(psnr_fn(y, sample["sharp"])[0]))
-                out[label]["ssim"].append(float(ssim_fn(y, sample["sharp"])[0]))
-    return out
-
-
-def comparison(scores: dict, a: str, b: str) -> dict:
-    """A paper's claim "``a`` beats ``b``" checked on :func:`heldout_scores` output.
-
-    Returns:
-        ``{"margin_db", "wins", "images", "reproduced"}``: mean PSNR of ``a`` minus ``b``, on
-        how many images ``a`` scores higher, the number of images, and whether the mean
-        margin is positive.
-
-    Example:
-        >>> comparison({"x": {"psnr": [30.0, 28.0]}, "y": {"psnr": [29.0, 28.5]}}, "x", "y")
-        {'margin_db': 0.25, 'wins': 1, 'images': 2, 'reproduced': True}
-    """
-    pa, pb = scores[a]["psnr"], scores[b]["psnr"]
-    if len(pa) != len(pb) or not pa:
-        raise ValueError(f"{a!r} and {b!r} must be scored on the same, non-empty set of images")
-    margin = sum(pa) / len(pa) - sum(pb) / len(pb)
-    return {"margin_db": round(margin, 4), "wins": sum(x > y for x, y in zip(pa, pb)), "images": len(pa),
-            "reproduced": margin > 0}

@@ -311,9 +311,9 @@ def test_sequences_with_dpdd_view_names_and_defocus(tmp_path):
 
 
 def test_reads_the_output_of_dplab_synth(tmp_path):
-    synth = pytest.importorskip("dplab.synth")
+    synth = pytest.importorskip("dplab.render.synth")
     if not hasattr(synth, "synthesize") or not hasattr(synth, "SynthConfig"):
-        pytest.skip("dplab.synth has no synthesize/SynthConfig")
+        pytest.skip("dplab.render.synth has no synthesize/SynthConfig")
     cfg = synth.SynthConfig(count=2, size=(24, 32), sequences=1, frames=2, split_fractions=(1.0, 0.0, 0.0))
     synth.synthesize(tmp_path / "out", cfg, progress=False)
     ds = DPDDDataset("train", root=tmp_path / "out")

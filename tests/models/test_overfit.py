@@ -5,8 +5,8 @@ A dead output head, a target at the wrong brightness (dplab's views are at half 
 image's), a wrong loss scale or a frozen part shows up here first. The batch: four 64x64
 patches of dplab's own renderer (RDPD's generator) with blur that matters at this size (CoC
 gain 8, a mean |CoC| of several pixels). Each network is fed and scored through the same
-functions the trainer and the benchmark use (:func:`dplab.zoo.forward_and_loss`,
-:class:`dplab.zoo.NetworkMethod`), so a mismatch between how a network is trained and how
+functions the trainer and the benchmark use (:func:`dplab.eval.zoo.forward_and_loss`,
+:class:`dplab.eval.zoo.NetworkMethod`), so a mismatch between how a network is trained and how
 it is scored fails here too.
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.metrics import psnr
+from dplab.metrics.image import psnr
 from dplab.models import build
-from dplab.synth import SynthConfig, render_sample
-from dplab.zoo import NetworkMethod, forward_and_loss
+from dplab.render.synth import SynthConfig, render_sample
+from dplab.eval.zoo import NetworkMethod, forward_and_loss
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

@@ -10,11 +10,12 @@ import shutil
 import pytest
 import torch
 
-from dplab.cli_weights import CHECK_IMAGES, training_wall_s
-from dplab.metrics import psnr, ssim
-from dplab.models.shipped import (DATASETS, SHIPPED, WEIGHTS_DIR, heldout_samples, list_pretrained, load_card,
-                                     pretrained, sha256_file, showcase)
-from dplab.zoo import NetworkMethod
+from dplab.cli.weights import CHECK_IMAGES, training_wall_s
+from dplab.metrics.image import psnr, ssim
+from dplab.book.showcase import showcase
+from dplab.eval.heldout import heldout_samples
+from dplab.eval.zoo import NetworkMethod
+from dplab.models.shipped import DATASETS, SHIPPED, WEIGHTS_DIR, list_pretrained, load_card, pretrained, sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -153,8 +154,7 @@ def test_readme_table_agrees_with_the_cards():
 
 
 def test_held_out_helpers_refuse_impossible_input():
-    from dplab.models.shipped import comparison
-
+    from dplab.eval.heldout import comparison
     with pytest.raises(ValueError, match="indices"):
         heldout_samples(48)
     with pytest.raises(ValueError, match="indices"):

@@ -1,11 +1,11 @@
 """Checks for book/benchmark.ipynb (chapter 10: every method side by side).
 
 Independent derivations: the synthetic test set is the shipped weights' held-out set (its
-manifest against ``shipped.heldout_config()``, its first image against the in-memory
+manifest against ``heldout.heldout_config()``, its first image against the in-memory
 ``shipped.heldout_samples``); the blurred input's PSNR recomputed with numpy from the PNGs the
 chapter wrote; every method's PSNR and MAE on the first synthetic image recomputed from the
 saved outputs; the shipped DPDNet re-run directly on the first image read from the PNGs (not
-through ``dplab.zoo``); the real-scene PSNR/MAE recomputed from the saved aligned arrays; the
+through ``dplab.eval.zoo``); the real-scene PSNR/MAE recomputed from the saved aligned arrays; the
 parameter counts against the shipped networks (or the checkpoints of a brief training run);
 the largest CoC from its closed form; the front-of-focus fraction from the saved defocus
 maps; and the verdict strings against the table numbers.
@@ -54,11 +54,12 @@ def check(metrics, output_dir):
 
     from dplab.data.pngio import read_png
     from dplab.models import count_parameters, from_checkpoint, shipped
+    from dplab.eval import heldout
 
     # --- the held-out synthetic set is the shipped weights' held-out set (its first images)
     root = output_dir / "data" / "heldout"
     manifest = json.loads((root / "dplab_synth.json").read_text())
-    expected = shipped.heldout_config().to_json()
+    expected = heldout.heldout_config().to_json()
     assert {k: v for k, v in manifest["config"].items() if k != "count"} == \
         {k: v for k, v in expected.items() if k != "count"}
     assert manifest["config"]["count"] == metrics["n_heldout"] == 4
@@ -68,7 +69,7 @@ def check(metrics, output_dir):
     assert len(all_names) == metrics["n_heldout"]
     names = all_names[:metrics["n_test"]]
     assert names == metrics["synth_names"] and len(names) == metrics["n_test"] == 2
-    first = shipped.heldout_samples(0)[0]
+    first = heldout.heldout_samples(0)[0]
     png0 = read_png(root / "test_c" / "source" / f"{names[0]}.png").astype(np.float64) / 65535
     assert np.allclose(png0, first["combined"][0].permute(1, 2, 0).double().numpy(), atol=1e-6)
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def check(metrics, output_dir):
-    manifests = sorted((ROOT / "data_manifests").glob("*.yaml"))
+    manifests = sorted((ROOT / "dplab" / "data" / "manifests").glob("*.yaml"))
     assert metrics["n_manifests"] == len(manifests)
     assert metrics["names"] == [p.stem for p in manifests]
     # Independent presence check: a dataset counts as found when its folder and every

@@ -184,7 +184,9 @@ def check(metrics, output_dir):
 def _check_real(metrics):
     import torch
 
-    from dplab import calibration, psf
+    from dplab.optics import calibration
+
+    from dplab.optics import psf
 
     assert metrics["real_kernels_available"] is True
     cells = metrics["real_cell_table"]

@@ -47,6 +47,8 @@ def _check_shipped(metrics):
 
     from dplab.models import count_parameters, shipped
 
+    from dplab.eval import heldout
+
     cards = {n: shipped.load_card(n) for n in ("dpdnet", "dpdnet_single")}
     held = {n: c["heldout"] for n, c in cards.items()}
     assert metrics["card_images"] == held["dpdnet"]["images"] == held["dpdnet_single"]["images"] == 48
@@ -69,7 +71,7 @@ def _check_shipped(metrics):
     per = metrics["shipped_per_image"]
     images = metrics["shipped_images"]
     assert images == list(range(metrics["heldout_n"])) and metrics["shipped_n"] == len(images) == 8
-    samples = shipped.heldout_samples(images)
+    samples = heldout.heldout_samples(images)
     for k, s in enumerate(samples):
         ours = _psnr_np(s["combined"][0].numpy(), s["sharp"][0].numpy())
         assert math.isclose(ours, per["blurred input"]["psnr"][k], abs_tol=1e-3), k
@@ -169,7 +171,7 @@ def check(metrics, output_dir):
     import torch
 
     from dplab.models import build
-    from dplab.train import load_checkpoint
+    from dplab.training.trainer import load_checkpoint
 
     ck = load_checkpoint(metrics["checkpoint_dp"])
     net = build("dpdnet", widths=w, head=head)

@@ -81,8 +81,9 @@ def check(metrics, output_dir):
     assert m["augment_gray_consistent"] is True
 
     # The shipped network: card numbers, the showcase recomputed, the median-gain choice.
-    from dplab.models.shipped import heldout_samples, load_card, pretrained
+    from dplab.models.shipped import load_card, pretrained
 
+    from dplab.eval.heldout import heldout_samples
     card = load_card("drbnet")
     held = card["heldout"]
     assert m["shipped_psnr"] == held["network"]["psnr"] and m["shipped_input_psnr"] == held["blurred_input"]["psnr"]

@@ -2,7 +2,7 @@
 
 Numbers are compared with values derived here: Eq. 1 for the scene's CoCs, a scipy
 convolution of a random image for the left + right split, PSF centroids computed from
-dplab.psf for the disparity, closed forms for distortion and noise, and the synthetic dataset
+dplab.optics.psf for the disparity, closed forms for distortion and noise, and the synthetic dataset
 on disk (file counts, a bit-exact re-render of sample 0, combined == left + right within PNG
 quantisation, the wiggle GIF's two frames).
 """
@@ -28,7 +28,11 @@ def check(metrics, output_dir):
     import torch
     from scipy import ndimage
 
-    from dplab import psf, render, synth
+    from dplab.optics import psf
+
+    from dplab.render import layered as render
+
+    from dplab.render import synth
     from dplab.data.pngio import read_png
 
     output_dir = Path(output_dir)

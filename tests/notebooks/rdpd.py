@@ -101,8 +101,9 @@ def check(metrics, output_dir):
 
 def _check_shipped(m):
     """The result-first figure and the edge-loss comparison, against the cards and numpy."""
-    from dplab.models.shipped import heldout_samples, load_card, pretrained
-    from dplab.zoo import NetworkMethod
+    from dplab.models.shipped import load_card, pretrained
+    from dplab.eval.heldout import heldout_samples
+    from dplab.eval.zoo import NetworkMethod
 
     cards = {n: load_card(n) for n in ("rdpd", "rdpd_mse")}
     h = cards["rdpd"]["heldout"]
@@ -166,7 +167,7 @@ def _check_shipped(m):
 
 
 def _check_one_batch_experiment(m):
-    from dplab.synth import SynthConfig, render_sample
+    from dplab.render.synth import SynthConfig, render_sample
 
     for k, v in OLD.items():
         assert m[k] == v

@@ -27,7 +27,7 @@ def check(metrics, output_dir):
     # has a standard error of about 0.002 r, so 2% is > 4 sigma. The left view is the x > 0
     # half of the aperture: behind focus (r > 0) its rays have crossed and land on -x, in
     # front (r < 0) they stay on +x, so its centroid is -4 r / (3 pi) on both sides (RDPD
-    # Sec. 2.2, dplab.psf, the Pixel 4 kernels), and left minus right is -8 r / (3 pi).
+    # Sec. 2.2, dplab.optics.psf, the Pixel 4 kernels), and left minus right is -8 r / (3 pi).
     theory = 4 / (3 * math.pi)
     assert math.isclose(metrics["half_disc_centroid_theory"], theory, rel_tol=1e-12)
     for key in ("left_centroid_over_r_behind", "left_centroid_over_r_front"):

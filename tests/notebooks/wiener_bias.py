@@ -61,8 +61,8 @@ def _eq37(tl, tr, kl, kr, sigma2):
 def _inputs(radii):
     import torch
 
-    from dplab import scenes
-    from dplab.psf import butterworth_dp
+    from dplab.render import scenes
+    from dplab.optics.psf import butterworth_dp
 
     scene = scenes.load_image("gravel", (N_IMG, N_IMG)).mean(1, keepdim=True).double()[0, 0].numpy()
     kl, kr = butterworth_dp(torch.tensor(radii, dtype=torch.float64), size=K_SIZE, dtype=torch.float64)
@@ -153,7 +153,7 @@ def check(metrics, output_dir):
     assert metrics["onset_unc"] < metrics["onset_cor"]
 
     # --- Exercise 2: the higher-contrast `camera` scene (closed form, numpy)
-    from dplab import scenes
+    from dplab.render import scenes
 
     cam = scenes.load_image("camera", (N_IMG, N_IMG)).mean(1, keepdim=True).double()[0, 0].numpy()
     cam_unc, cam_cor = [], []
@@ -178,7 +178,7 @@ def check(metrics, output_dir):
 def _check_real(metrics, scene):
     import torch
 
-    from dplab.psf import rescale_kernel
+    from dplab.optics.psf import rescale_kernel
 
     assert metrics["real_kernels_available"] is True
     cell = metrics["real_cell"]

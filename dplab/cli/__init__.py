@@ -1,0 +1,2 @@
+"""The command line, ``python -m dplab COMMAND``: synth, train, evaluate, weights.
+"""
