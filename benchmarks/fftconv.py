@@ -1,6 +1,6 @@
 """FFT convolution vs direct spatial convolution, measured side by side in one run.
 
-DESIGN.md asks large-kernel blurs to go through FFTs; this prints why. For each kernel size the
+dplab sends large-kernel blurs through FFTs; this prints why. For each kernel size the
 same (B, C, H, W) image is blurred by `dplab.ops.fftconv.fft_conv2d` and by `torch.nn.functional.conv2d`
 (depthwise, flipped kernel, zero padding), results are checked equal, and times and the ratio
 direct/FFT are printed. :func:`rows` returns the same figures as result rows for

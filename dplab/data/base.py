@@ -43,6 +43,7 @@ from dplab.data.manifest import MANIFEST_DIR, DatasetNotFoundError, dataset_dir
 from dplab.data.pngio import PNGError, png_info, read_png
 
 __all__ = [
+    "reject_orphans",
     "DatasetCorruptError",
     "ImageSetDataset",
     "decode_codes",
@@ -94,6 +95,16 @@ def resolve_root(name: str, data_dir=None, root=None) -> Path:
     # DPDD's test split only, as DRBNet distributes it) is usable; dataset_dir still checks
     # that the data directory and the dataset folder exist.
     return dataset_dir(name, data_dir, check=False)
+
+
+def reject_orphans(folder: Path, expected: set[str], dataset: str, what: str) -> None:
+    """Raise if ``folder`` holds PNGs that belong to no listed item (nothing is skipped silently)."""
+    extra = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and p.name not in expected)
+    if extra:
+        shown = ", ".join(extra[:10]) + (f", ... ({len(extra)} in all)" if len(extra) > 10 else "")
+        raise DatasetCorruptError(
+            f"{what}: {folder} holds file(s) that match no combined image: {shown} {manifest_hint(dataset)}"
+        )
 
 
 def list_images(folder: Path, name: str, what: str) -> list[Path]:

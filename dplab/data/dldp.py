@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from dplab.data.base import ImageSetDataset, list_images, resolve_root
-from dplab.data.dpdd import _orphans
+from dplab.data.base import ImageSetDataset, list_images, reject_orphans, resolve_root
 
 __all__ = ["DLDPDataset"]
 
@@ -73,7 +72,7 @@ class DLDPDataset(ImageSetDataset):
         names = {p.name for p in combined}
         for sub in "lr":
             list_images(self.root / split / sub, self.dataset, what)
-            _orphans(self.root / split / sub, names, self.dataset, what)
+            reject_orphans(self.root / split / sub, names, self.dataset, what)
         for path in combined:
             self.records.append(
                 {

@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from dplab.data.base import DatasetCorruptError, ImageSetDataset, list_images, manifest_hint, resolve_root
+from dplab.data.base import DatasetCorruptError, ImageSetDataset, list_images, manifest_hint, reject_orphans, resolve_root
 from dplab.data.manifest import DatasetNotFoundError, load_manifest
 
 __all__ = ["DPDDDataset", "DPSequenceDataset", "DPDD_SPLITS"]
@@ -41,16 +41,6 @@ def _check_split(split: str, splits=DPDD_SPLITS) -> str:
     if split not in splits:
         raise ValueError(f"split must be one of {list(splits)}, got {split!r}")
     return split
-
-
-def _orphans(folder: Path, expected: set[str], dataset: str, what: str) -> None:
-    """Raise if ``folder`` holds PNGs that belong to no listed item (nothing is skipped silently)."""
-    extra = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png" and p.name not in expected)
-    if extra:
-        shown = ", ".join(extra[:10]) + (f", ... ({len(extra)} in all)" if len(extra) > 10 else "")
-        raise DatasetCorruptError(
-            f"{what}: {folder} holds file(s) that match no combined image: {shown} {manifest_hint(dataset)}"
-        )
 
 
 class DPDDDataset(ImageSetDataset):
@@ -139,7 +129,7 @@ class DPDDDataset(ImageSetDataset):
         for key, (folder, pattern) in folders.items():
             if not folder.is_dir():
                 raise DatasetNotFoundError(f"{what}: folder {folder} ({key}) is missing {manifest_hint(self.dataset)}")
-            _orphans(folder, {pattern.format(i) for i in ids}, self.dataset, what)
+            reject_orphans(folder, {pattern.format(i) for i in ids}, self.dataset, what)
         defocus_dir = self.root / f"{split}_c" / "defocus"
         if defocus is True and not defocus_dir.is_dir():
             raise DatasetNotFoundError(f"{what}: defocus=True but {defocus_dir} is missing {manifest_hint(self.dataset)}")
@@ -256,7 +246,7 @@ class DPSequenceDataset(ImageSetDataset):
                 # RDPD names a view like its frame; dplab synth adds DPDD's _L / _R suffix
                 dpdd_names = bool(suffix) and (folder / seq / f"{frames[0].stem}{suffix}.png").is_file()
                 names[key] = "{}" + (suffix if dpdd_names else "") + ".png"
-                _orphans(folder / seq, {names[key].format(f.stem) for f in frames}, self.dataset, f"sequence {seq!r}")
+                reject_orphans(folder / seq, {names[key].format(f.stem) for f in frames}, self.dataset, f"sequence {seq!r}")
             indices = []
             for frame in frames:
                 record = {"name": f"{seq}/{frame.stem}", "combined": frame}

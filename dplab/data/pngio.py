@@ -2,8 +2,8 @@
 
 The datasets the book reads (DPDD and its Pixel 4 test set) are 16-bit RGB PNGs. Pillow, the
 only image backend in dplab's pinned environment, silently keeps just the high byte of a
-16-bit RGB PNG, which costs the 16-bit precision the papers evaluate with (REFERENCE_FACTS:
-published numbers differ by up to 0.6 dB between 8- and 16-bit inputs). This module decodes
+16-bit RGB PNG, which costs the 16-bit precision the papers evaluate with (scores reported in
+the authors' issue threads differ by up to 0.6 dB between 8- and 16-bit inputs). This module decodes
 16-bit PNGs itself (zlib + numpy) and hands 8-bit files to Pillow.
 
 The decoder reverses the five PNG scanline filters (None, Sub, Up, Average, Paeth; PNG

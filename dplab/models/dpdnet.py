@@ -1,6 +1,6 @@
 """DPDNet: the dual-pixel defocus deblurring U-Net of Abuolaim & Brown (ECCV 2020).
 
-Architecture (authors' Keras code, see REFERENCE_FACTS.md; RDPD Sec. 4 builds on it):
+Architecture (the authors' Keras code of the ECCV 2020 paper; RDPD Sec. 4 builds on it):
 four levels of two 3x3 ReLU convolutions with widths 64, 128, 256, 512, each followed by 2x2
 max-pooling; a 1024-wide bottleneck of two 3x3 convolutions; dropout 0.4 after level 4 and
 after the bottleneck; an up path of 2x nearest up-sampling -> 2x2 convolution (512/256/128/64)
@@ -29,7 +29,7 @@ from dplab.models.blocks import DoubleConv, ImageHead, UpConv, init_keras_, pad_
 
 __all__ = ["DPDNet", "DPDNET_PARAMS"]
 
-#: Parameter counts of the authors' Keras DPDNet (REFERENCE_FACTS.md).
+#: Parameter counts of the authors' Keras DPDNet (``model.summary()`` of their model definition).
 DPDNET_PARAMS = {6: 31_035_151, 3: 31_033_423}
 
 

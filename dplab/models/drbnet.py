@@ -67,7 +67,7 @@ __all__ = ["DRBNet", "DynamicResidualBlock", "apply_pixel_kernels", "DRBNET_PARA
 #: Coarse-to-fine starts of :class:`DRBNet`: the authors' code, or a residual pyramid.
 PYRAMIDS = ("code", "residual")
 
-#: Parameter counts of the authors' DRBNet (REFERENCE_FACTS.md): single image and dual pixel.
+#: Parameter counts of the authors' DRBNet (their PyTorch model definition, counted): single image and dual pixel.
 DRBNET_PARAMS = {3: 11_689_616, 6: 11_690_480}
 
 #: Kernel sizes of the DRB ablation (Table 7); 7 is the default.
