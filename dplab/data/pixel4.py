@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dplab.data.base import DatasetCorruptError
 from dplab.data.manifest import DatasetNotFoundError, dataset_dir
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "GRID_SHAPE",
     "CELL_PX",
     "CROP_HW",
+    "FRAME_HW",
     "decode_raw",
     "read_view",
     "crop_central",
@@ -58,17 +60,54 @@ def decode_raw(values: np.ndarray) -> np.ndarray:
     return np.clip(values - BLACK_LEVEL, 0, None) / WHITE_LEVEL
 
 
-def _read_png(path: Path) -> np.ndarray:
+#: Full frame of the raw views and white sheets, (H, W).
+FRAME_HW = (1512, 2016)
+
+
+def _corrupt(path: Path, problem: str) -> DatasetCorruptError:
+    return DatasetCorruptError(f"{path}: {problem} (dataset {NAME!r}, see dplab/data/manifests/{NAME}.yaml); "
+                               "restore the file from the release")
+
+
+def _read_png(path: Path, *, dtype, shape_hw: tuple[int, int], what: str) -> np.ndarray:
+    """Read a single-channel PNG of the release and check its bit depth and size."""
     import imageio.v3 as iio
 
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} does not exist (dataset {NAME!r}, see dplab/data/manifests/{NAME}.yaml)")
-    return iio.imread(path)
+    try:
+        array = iio.imread(path)
+    except Exception as err:  # PIL raises OSError, SyntaxError or ValueError on a damaged file
+        raise _corrupt(path, f"cannot be decoded as a PNG ({type(err).__name__}: {err})") from None
+    bits = np.dtype(dtype).itemsize * 8
+    if array.dtype != np.dtype(dtype):
+        raise _corrupt(path, f"{what} must be a {bits}-bit PNG, found {array.dtype} values")
+    if array.shape != tuple(shape_hw):
+        raise _corrupt(path, f"{what} must be one channel of {shape_hw[1]}x{shape_hw[0]} pixels (W x H), "
+                             f"found shape {array.shape}")
+    return array
+
+
+def _read_raw(path: Path, what: str = "a raw DP view") -> np.ndarray:
+    raw = _read_png(path, dtype=np.uint16, shape_hw=FRAME_HW, what=what)
+    top = int(raw.max())
+    if top > BLACK_LEVEL + WHITE_LEVEL:
+        raise _corrupt(path, f"{what} holds raw value {top}, above the 14-bit range plus black level "
+                             f"({BLACK_LEVEL + WHITE_LEVEL}); it would decode above 1")
+    if top == 0:
+        raise _corrupt(path, f"{what} is all zero")
+    return raw
 
 
 def read_view(path: Path | str) -> torch.Tensor:
-    """Read one raw DP view as a ``(1, 1, H, W)`` float32 tensor in linear [0, 1]."""
-    return torch.from_numpy(decode_raw(_read_png(Path(path))))[None, None]
+    """Read one raw DP view as a ``(1, 1, H, W)`` float32 tensor in linear [0, 1].
+
+    Raises:
+        DatasetNotFoundError: no such file.
+        DatasetCorruptError: not a 16-bit, one-channel 2016x1512 PNG, values that decode above
+            1, or all zero.
+    """
+    return torch.from_numpy(decode_raw(_read_raw(Path(path))))[None, None]
 
 
 def crop_central(image: torch.Tensor, size_hw: tuple[int, int] = CROP_HW) -> torch.Tensor:
@@ -109,14 +148,31 @@ def load_kernels(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -
 
     Raises:
         DatasetNotFoundError: the release or its calibration folder is missing.
+        DatasetCorruptError: a kernel file that cannot be read, has another shape, or holds
+            a non-finite, negative or all-zero kernel.
     """
+    if not isinstance(view_sum, (int, float)) or not 0 < view_sum < float("inf"):
+        raise ValueError(f"view_sum must be a positive number, got {view_sum!r}")
     folder = dataset_dir(NAME, data_dir) / "calibration"
     kernels = []
     for side in ("left", "right"):
-        k = torch.from_numpy(np.load(folder / f"blur_kernels_{side}.npy").astype(np.float32))
-        if k.shape != (GRID_SHAPE[0] * GRID_SHAPE[1], 61, 61):
-            raise ValueError(f"{folder}/blur_kernels_{side}.npy has shape {tuple(k.shape)}, expected (48, 61, 61)")
-        kernels.append(k / k.sum(dim=(-2, -1), keepdim=True) * view_sum)
+        path = folder / f"blur_kernels_{side}.npy"
+        if not path.is_file():
+            raise DatasetNotFoundError(f"{path} does not exist (dataset {NAME!r}, see dplab/data/manifests/{NAME}.yaml)")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as err:
+            raise _corrupt(path, f"cannot be read as a .npy array ({type(err).__name__}: {err})") from None
+        if array.shape != (GRID_SHAPE[0] * GRID_SHAPE[1], 61, 61):
+            raise _corrupt(path, f"has shape {array.shape}, expected (48, 61, 61): one 61x61 kernel per cell")
+        k = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        sums = k.sum(dim=(-2, -1))
+        bad = [int(i) for i in torch.nonzero(~torch.isfinite(k).all(-1).all(-1) | (k < 0).any(-1).any(-1)
+                                             | ~(sums > 0)).flatten()]
+        if bad:
+            raise _corrupt(path, f"cells {bad[:8]}{'...' if len(bad) > 8 else ''} hold a non-finite, negative or "
+                                 "all-zero kernel, which has no normalisation")
+        kernels.append(k / sums[:, None, None] * view_sum)
     return kernels[0], kernels[1]
 
 
@@ -137,7 +193,13 @@ def load_scene(scene: str, data_dir: Path | str | None = None, *, crop: bool = T
     ``defocus`` ground truth where present (``None`` otherwise).
 
     The ground-truth all-in-focus image is a 16-bit PNG read as ``v / 65535``; the defocus map
-    is 8-bit with an arbitrary affine scale, read as ``v / 255``.
+    is 8-bit with an arbitrary affine scale, read as ``v / 255``. Both cover the central
+    1344x1008 crop.
+
+    Raises:
+        DatasetNotFoundError: the release or a view of this scene is missing.
+        DatasetCorruptError: a file of the scene has the wrong bit depth or size, cannot be
+            decoded, or holds raw values that decode above 1 (see :func:`read_view`).
     """
     folder = dataset_dir(NAME, data_dir)
     if not isinstance(scene, str) or len(scene) != 3 or not scene.isdigit():
@@ -148,10 +210,12 @@ def load_scene(scene: str, data_dir: Path | str | None = None, *, crop: bool = T
     out = {"left": left, "right": right, "all_in_focus": None, "defocus": None}
     aif = folder / "gt_all_in_focus_im" / f"{scene}_gt.png"
     if aif.is_file():
-        out["all_in_focus"] = torch.from_numpy(_read_png(aif).astype(np.float32) / 65535.0)[None, None]
+        array = _read_png(aif, dtype=np.uint16, shape_hw=CROP_HW, what="an all-in-focus ground truth")
+        out["all_in_focus"] = torch.from_numpy(array.astype(np.float32) / 65535.0)[None, None]
     dmap = folder / "gt_defocus_map" / f"{scene}_gt.png"
     if dmap.is_file():
-        out["defocus"] = torch.from_numpy(_read_png(dmap).astype(np.float32) / 255.0)[None, None]
+        array = _read_png(dmap, dtype=np.uint8, shape_hw=CROP_HW, what="a defocus-map ground truth")
+        out["defocus"] = torch.from_numpy(array.astype(np.float32) / 255.0)[None, None]
     return out
 
 

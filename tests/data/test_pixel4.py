@@ -72,3 +72,65 @@ def test_real_kernels_load():
     left, right = pixel4.load_kernels(SHARED)
     assert left.shape == (48, 61, 61) and bool((left >= 0).all())
     assert torch.allclose(left.sum((-2, -1)) + right.sum((-2, -1)), torch.ones(48), atol=1e-5)
+
+
+# --- bad files are refused with the file's name, not passed through -------------------------
+def _write(path, array):
+    import imageio.v3 as iio
+
+    iio.imwrite(path, array)
+
+
+@pytest.mark.parametrize("name, array, match", [
+    ("001_left.png", np.full((1512, 2016), 200, np.uint8), "16-bit"),                 # decoded to all zeros before
+    ("001_left.png", np.full((1512, 2016), 1024 + 16384, np.uint16), "decode above 1"),
+    ("001_left.png", np.zeros((1512, 2016), np.uint16), "all zero"),
+    ("001_right.png", np.full((1500, 2016), 9000, np.uint16), "2016x1512"),          # was cropped about another centre
+    ("gt_all_in_focus_im/001_gt.png", np.full((1008, 1344), 255, np.uint8), "16-bit"),  # was divided by 65535
+    ("gt_all_in_focus_im/001_gt.png", np.full((1000, 1344), 9, np.uint16), "1344x1008"),  # was returned as is
+    ("gt_defocus_map/001_gt.png", np.full((1008, 1344), 9, np.uint16), "8-bit"),
+])
+def test_scene_files_of_the_wrong_kind_are_refused(fixture_release, name, array, match):
+    from dplab.data.base import DatasetCorruptError
+
+    path = fixture_release / "xin_pixel4_dp" / name
+    path.parent.mkdir(exist_ok=True)
+    _write(path, array)
+    with pytest.raises(DatasetCorruptError, match=match) as err:
+        pixel4.load_scene("001", fixture_release)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_png_is_refused_with_its_name(fixture_release):
+    from dplab.data.base import DatasetCorruptError
+
+    path = fixture_release / "xin_pixel4_dp" / "002_left.png"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DatasetCorruptError, match="cannot be decoded") as err:
+        pixel4.load_scene("002", fixture_release)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda k: k.__setitem__((3, 30, 30), np.nan), r"cells \[3\]"),
+    (lambda k: k.__setitem__(7, 0.0), r"cells \[7\]"),
+    (lambda k: k.__setitem__((5, 0, 0), -1.0), r"cells \[5\]"),
+])
+def test_broken_kernels_are_refused(fixture_release, damage, match):
+    from dplab.data.base import DatasetCorruptError
+
+    path = fixture_release / "xin_pixel4_dp" / "calibration" / "blur_kernels_right.npy"
+    k = np.load(path)
+    damage(k)
+    np.save(path, k)
+    with pytest.raises(DatasetCorruptError, match=match) as err:
+        pixel4.load_kernels(fixture_release)      # became NaN before
+    assert str(path) in str(err.value)
+    np.save(path, np.zeros((48, 61, 60), np.float32))
+    with pytest.raises(DatasetCorruptError, match="shape"):
+        pixel4.load_kernels(fixture_release)
+    path.write_bytes(b"not an array")
+    with pytest.raises(DatasetCorruptError, match="cannot be read"):
+        pixel4.load_kernels(fixture_release)
+    with pytest.raises(ValueError, match="view_sum"):
+        pixel4.load_kernels(fixture_release, view_sum=0)
