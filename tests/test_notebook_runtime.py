@@ -64,3 +64,10 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             resolve_device("cuda")
+
+
+def test_chapter_refuses_a_data_dir_that_does_not_exist(tmp_path):
+    from dplab.data import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        Chapter("x", profile="test", data_dir=str(tmp_path / "no_such_folder"), output_dir=tmp_path / "out")

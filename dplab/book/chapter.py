@@ -72,7 +72,7 @@ class Chapter:
         self.name = name
         self.profile = require_choice("profile", profile, PROFILES)
         self.device = resolve_device(device)
-        self.data_dir = data_root(data_dir)
+        self.data_dir = data_root(data_dir, must_exist=True)
         self.output_dir = Path(output_dir).resolve()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.seed = require_number("seed", seed, integer=True)

@@ -108,22 +108,38 @@ def load_manifest(name: str, manifest_dir: Path | str | None = None) -> Manifest
     return Manifest(**core, path=path, extra=extra)
 
 
-def data_root(data_dir: Path | str | None = None) -> Path | None:
+def data_root(data_dir: Path | str | None = None, *, must_exist: bool = False) -> Path | None:
     """The data directory: ``data_dir`` if given, else ``$DPLAB_DATA``, else None.
 
     A relative path is resolved against the current working directory.
+
+    Args:
+        data_dir: the folder, or None for ``$DPLAB_DATA``.
+        must_exist: refuse a folder that was named (by ``data_dir`` or ``$DPLAB_DATA``) but does
+            not exist. A chapter asks for this: with no data directory at all it falls back to
+            synthetic data, but a mistyped one must not pass as "no data".
+
+    Raises:
+        TypeError: ``data_dir`` is not a path.
+        DatasetNotFoundError: ``must_exist`` and the named folder is not a directory.
 
     Example:
         >>> data_root("/tmp").as_posix()
         '/tmp'
     """
+    source = "data_dir"
     if data_dir is None:
-        data_dir = os.environ.get(DATA_ENV) or None
+        data_dir, source = os.environ.get(DATA_ENV) or None, f"${DATA_ENV}"
     if data_dir is None:
         return None
     if not isinstance(data_dir, (str, os.PathLike)):
         raise TypeError(f"data_dir must be a path or None, got {type(data_dir).__name__}")
-    return Path(data_dir).expanduser().resolve()
+    root = Path(data_dir).expanduser().resolve()
+    if must_exist and not root.is_dir():
+        raise DatasetNotFoundError(
+            f"the data directory {root} ({source}) does not exist; correct the path, or leave {source} "
+            "unset (data_dir=None) to run without the real datasets")
+    return root
 
 
 def dataset_dir(name: str, data_dir: Path | str | None = None, *, check: bool = True) -> Path:

@@ -81,3 +81,15 @@ def test_env_variable_is_the_default(monkeypatch, tmp_path):
 def test_real_pixel4_release_is_found_in_shared_data():
     folder = dataset_dir("xin_pixel4_dp", SHARED)
     assert (folder / "calibration" / "blur_kernels_left.npy").is_file()
+
+
+def test_a_named_data_directory_that_does_not_exist_is_an_error(monkeypatch, tmp_path):
+    missing = tmp_path / "typo"
+    with pytest.raises(DatasetNotFoundError, match=r"typo \(data_dir\) does not exist"):
+        data_root(missing, must_exist=True)
+    monkeypatch.setenv(DATA_ENV, str(missing))
+    with pytest.raises(DatasetNotFoundError, match=r"typo \(\$DPLAB_DATA\) does not exist"):
+        data_root(must_exist=True)
+    monkeypatch.delenv(DATA_ENV)
+    assert data_root(must_exist=True) is None          # nothing named: the chapters use synthetic data
+    assert data_root(tmp_path, must_exist=True) == tmp_path.resolve()
