@@ -52,9 +52,12 @@ class Chapter:
         >>> ch.pick(test=2, book=20, full=200)
         2
         >>> ch.record("answer", 42.0, glue=False)
-        42.0
-        >>> sorted(json.loads(ch.finish(glue=False).read_text())["metrics"])
+        >>> ch.finish(glue=False)
+        >>> sorted(json.loads(ch.metrics_path.read_text())["metrics"])
         ['answer']
+
+    :meth:`record` and :meth:`finish` return None, so that a cell ending with one of them
+    shows nothing on the rendered page.
     """
 
     def __init__(
@@ -98,10 +101,8 @@ class Chapter:
             key: a name usable in ``{glue:text}`key``` roles.
             value: a number, tensor, string or a list/dict of them.
             glue: also register it with myst-nb (no-op outside a notebook kernel).
-            display: the value to glue instead (e.g. a rounded float or a figure).
-
-        Returns:
-            ``value`` converted to plain Python.
+            display: the value to glue instead, for text that is not just the number (a
+                number's rounding belongs in the prose: ``{glue:text}`key:.2f```).
         """
         if not isinstance(key, str) or not key.isidentifier():
             raise ValueError(f"key must be an identifier-like string, got {key!r}")
@@ -113,10 +114,14 @@ class Chapter:
             from myst_nb import glue as _glue
 
             _glue(key, plain if display is None else display, display=False)
-        return plain
 
-    def finish(self, *, glue: bool = True) -> Path:
-        """Write ``output_dir/metrics.json`` (atomically) and return its path.
+    @property
+    def metrics_path(self) -> Path:
+        """Where :meth:`finish` writes the record: ``output_dir/metrics.json``."""
+        return self.output_dir / "metrics.json"
+
+    def finish(self, *, glue: bool = True) -> None:
+        """Write :attr:`metrics_path` (atomically).
 
         Also glues ``run_time`` (e.g. ``"12 s (book profile, cpu)"``) so that a chapter's
         overview can state its measured run time instead of a typed-in guess.
@@ -134,4 +139,4 @@ class Chapter:
             from myst_nb import glue as _glue
 
             _glue("run_time", f"{elapsed:.0f} s ({self.profile} profile, {self.device.type})", display=False)
-        return write_json_atomic(self.output_dir / "metrics.json", payload)
+        write_json_atomic(self.metrics_path, payload)
