@@ -1,4 +1,5 @@
-"""Tests for dplab.optics.calibration: RDPD supplement S1 (targets, Eq. S1), S2 (Eq. S3), S3 (Eq. S6)."""
+"""Tests for RDPD's calibration: supplement S1 (targets, Eq. S1; dplab.optics.calibration), S2 (Eq. S3;
+dplab.optics.psf_fit), S3 (Eq. S6; dplab.optics.distortion_fit)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,13 @@ import math
 import pytest
 import torch
 
-from dplab.optics.calibration import (
-    S2_ALPHAS,
-    S2_KAPPAS,
-    S2_ORDERS,
-    derivative_filters,
-    disk_grid_target,
-    estimate_psf,
-    fit_butterworth,
-    fit_distortion,
-    fit_punnappurath,
-    square_grid_target,
-)
-from dplab.optics.distortion import distort, distort_points
 from dplab.ops.fftconv import fft_conv2d
-from dplab.optics.psf import butterworth_dp, punnappurath_dp, xcorr
+from dplab.optics.calibration import derivative_filters, disk_grid_target, estimate_psf, square_grid_target
+from dplab.optics.distortion import distort, distort_points
+from dplab.optics.distortion_fit import fit_distortion
+from dplab.optics.kernels import xcorr
+from dplab.optics.psf import butterworth_dp, punnappurath_dp
+from dplab.optics.psf_fit import S2_ALPHAS, S2_KAPPAS, S2_ORDERS, fit_butterworth, fit_punnappurath
 
 
 # ----------------------------------------------------------------------------- targets

@@ -12,7 +12,9 @@ from dplab.optics.distortion import (
     RDPD_DISTORTION_FOCAL_LENGTHS_MM,
     distort,
     distort_points,
+    distortion_center,
     fold_radius,
+    image_radius,
     normalization_radius,
     undistort,
     undistort_points,
@@ -173,3 +175,14 @@ def test_input_errors():
         distort(torch.rand(8, 8), (0.01,))
     with pytest.raises(ValueError, match="image"):
         undistort(torch.full((1, 1, 4, 4), float("nan")), (0.01,))
+
+
+def test_center_and_image_radius():
+    assert distortion_center(None, H, W) == ((W - 1) / 2, (H - 1) / 2)
+    assert distortion_center((3, 4.5), H, W) == (3.0, 4.5)
+    with pytest.raises(TypeError):
+        distortion_center("middle", H, W)
+    # the farthest pixel centre of a centred image: the corner pixel, just inside R = 1
+    assert image_radius(H, W, distortion_center(None, H, W)) == pytest.approx(
+        math.hypot((W - 1) / 2, (H - 1) / 2) / normalization_radius(H, W), abs=1e-15)
+    assert image_radius(H, W, (0.0, 0.0)) == pytest.approx(math.hypot(W - 1, H - 1) / 50.0, abs=1e-15)

@@ -1,4 +1,5 @@
-"""Tests for dplab.optics.psf: closed forms (areas, Butterworth values, ramp), symmetries, second methods."""
+"""Tests for dplab.optics.psf and dplab.optics.kernels: closed forms (areas, Butterworth values, ramp),
+symmetries, second methods."""
 
 import itertools
 import math
@@ -7,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dplab.optics.kernels import disk, gaussian, rescale_kernel, xcorr
 from dplab.optics.psf import (
     PSF_BANK_PARAMS, RDPD_CODE_BANK_PARAMS, butterworth_dp, butterworth_filter, butterworth_profile,
-    disk, gaussian, psf_bank, punnappurath_dp, ramp_half_width, rescale_kernel, xcorr,
+    psf_bank, punnappurath_dp, ramp_half_width,
 )
 
 f64 = dict(dtype=torch.float64)

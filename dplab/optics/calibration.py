@@ -1,26 +1,26 @@
-"""Calibration: targets, non-blind PSF estimation and model fitting (RDPD supplement S1-S3).
+"""Calibration targets and non-blind PSF estimation (RDPD supplement S1).
 
 RDPD (Abuolaim et al., ICCV 2021) calibrates its dual-pixel PSF model and its radial
 distortion from photographs of computer-generated targets:
 
-* **S1** -- a grid of equal disks (Fig. S1-A, :func:`disk_grid_target`) is photographed out of
-  focus; with the sharp disk ``S`` known, each view's PSF ``E`` is estimated non-blindly by
-  Eq. S1 (:func:`estimate_psf`)::
+* **S1** (this module) -- a grid of equal disks (Fig. S1-A, :func:`disk_grid_target`) is
+  photographed out of focus; with the sharp disk ``S`` known, each view's PSF ``E`` is
+  estimated non-blindly by Eq. S1 (:func:`estimate_psf`)::
 
       argmin_E  sum_i || D_i (S * E - B) ||_2^2 + || E ||_1   s.t.  E >= 0,
       D_i in {Dx, Dy, Dxx, Dyy, Dxy}.
 
-* **S2** -- the Butterworth DP model (main paper Eqs. 2-4, :func:`dplab.optics.psf.butterworth_dp`)
-  is fitted to an estimated PSF by brute force over the grid of Eq. S2
-  (``n in 1..15``, ``alpha, beta in 0.1..1.0``, ``kappa in {0.14, 0.21, ..., 0.42}``)
-  minimising Eq. S3, ``sum_i || D_i (E - H(n, alpha, beta, kappa)) ||^2``
-  (:func:`fit_butterworth`; :func:`fit_punnappurath` does the same for the model of
-  Punnappurath et al., ICCP 2020).
+* **S2** -- the Butterworth DP model (main paper Eqs. 2-4) is fitted to an estimated PSF by
+  brute force over the grid of Eq. S2 minimising Eq. S3, the same derivative-domain distance
+  (:mod:`dplab.optics.psf_fit`).
 
 * **S3** -- a grid of squares (Fig. S3-A, :func:`square_grid_target`) photographed in focus
-  gives the distortion coefficients of the division model (Eq. S5) by a brute-force search
-  maximising the cross-correlation with the distorted synthetic pattern, Eq. S6
-  (:func:`fit_distortion`; the supplement writes ``argmin X``, a typo for ``argmax``).
+  gives the distortion coefficients of the division model by a brute-force search, Eq. S6
+  (:mod:`dplab.optics.distortion_fit`).
+
+This module holds the two targets, the five derivative filters of Eqs. S1 and S3
+(:func:`derivative_filters`, :func:`apply_derivative_filters`), the Eq. S1 solver and the
+check of the candidate lists the S2 and S3 searches run over (:func:`candidate_values`).
 
 All kernels follow :func:`dplab.ops.fftconv.fft_conv2d`: true convolution, centre at index
 ``k // 2``. Derivative filters are the 3x3 forward differences ``Dx = [-1, 1]``,
@@ -29,47 +29,20 @@ All kernels follow :func:`dplab.ops.fftconv.fft_conv2d`: true convolution, centr
 
 from __future__ import annotations
 
-import itertools
-import math
-from dataclasses import dataclass, field
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from dplab.optics import distortion as _distortion
-from dplab._validate import (
-    require_finite,
-    require_image,
-    require_kernel,
-    require_number,
-    require_positive,
-    require_tensor,
-)
+from dplab._validate import require_finite, require_number, require_positive, require_tensor
 from dplab.ops.fftconv import fast_len
-from dplab.optics.psf import butterworth_dp, psf_bank, punnappurath_dp, xcorr
 
 __all__ = [
-    "S2_ORDERS",
-    "S2_ALPHAS",
-    "S2_BETAS",
-    "S2_KAPPAS",
     "disk_grid_target",
     "square_grid_target",
     "derivative_filters",
+    "apply_derivative_filters",
     "estimate_psf",
-    "PSFFit",
-    "fit_butterworth",
-    "fit_punnappurath",
-    "DistortionFit",
-    "fit_distortion",
+    "candidate_values",
 ]
-
-#: The parameter grid of RDPD supplement Eq. S2.
-S2_ORDERS: tuple[int, ...] = tuple(range(1, 16))
-S2_ALPHAS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
-S2_BETAS: tuple[float, ...] = S2_ALPHAS
-S2_KAPPAS: tuple[float, ...] = (0.14, 0.21, 0.28, 0.35, 0.42)
 
 
 # ----------------------------------------------------------------------------- targets
@@ -156,6 +129,7 @@ def disk_grid_target(
         >>> target, centres = disk_grid_target(64, 96, 32, 0.25)
         >>> target.shape, centres.shape
         (torch.Size([1, 1, 64, 96]), torch.Size([6, 2]))
+        >>> import math
         >>> round(target.sum().item() / 6 / (math.pi * 8 ** 2), 3)   # area per disk / (pi r^2)
         1.0
     """
@@ -257,11 +231,26 @@ def derivative_filters(device=None, dtype: torch.dtype = torch.float32) -> torch
     return d
 
 
-def _derivatives(x: torch.Tensor, full: bool) -> torch.Tensor:
-    """Apply the five filters to ``(N, h, w)`` -> ``(N, 5, h', w')``.
+def apply_derivative_filters(x: torch.Tensor, full: bool) -> torch.Tensor:
+    """Apply the five filters of :func:`derivative_filters` to each image of a stack.
 
-    ``full``: zero-pad by 2 so every derivative touching the support is kept (h' = h + 2);
-    otherwise 'same' size with zero padding.
+    The ``D_i`` of RDPD supplement Eqs. S1 (on the target and the blurred patch) and S3 (on
+    an estimated and a model kernel).
+
+    Args:
+        x: ``(N, h, w)`` floating tensor.
+        full: zero-pad by 2 so every derivative touching the support is kept (``h' = h + 2``,
+            for kernels); otherwise 'same' size with zero padding (``h' = h``, for images).
+
+    Returns:
+        The derivatives, dtype and device of ``x``.
+
+    Shape:
+        ``(N, h, w)`` -> ``(N, 5, h', w')``.
+
+    Example:
+        >>> apply_derivative_filters(torch.ones(1, 4, 4), full=True).shape
+        torch.Size([1, 5, 6, 6])
     """
     filt = derivative_filters(x.device, x.dtype)[:, None]
     x = x[:, None]
@@ -381,8 +370,8 @@ def estimate_psf(
     n = s.shape[0]
 
     ph, pw = fast_len(h), fast_len(w)
-    s_d = _derivatives(s, full=False)  # (N, 5, H, W): D_i S
-    b_d = _derivatives(b, full=False)
+    s_d = apply_derivative_filters(s, full=False)  # (N, 5, H, W): D_i S
+    b_d = apply_derivative_filters(b, full=False)
     mask = torch.zeros(h, w, dtype=work, device=s.device)
     mask[margin:h - margin, margin:w - margin] = 1.0
     # data-term normalisation: the derivative energy of the sharp target over V
@@ -426,417 +415,27 @@ def estimate_psf(
     return x.reshape(lead + (size, size)).to(out_dtype)
 
 
-# ----------------------------------------------------------------------------- S2: model fitting
-@dataclass(frozen=True)
-class PSFFit:
-    """Result of :func:`fit_butterworth` / :func:`fit_punnappurath`.
+# ----------------------------------------------------------------------------- candidate lists
+def candidate_values(name: str, values) -> list[float]:
+    """The candidate values of one parameter of a brute-force search (RDPD Eqs. S2 and S6).
 
-    Attributes:
-        model: ``"butterworth"`` or ``"punnappurath"``.
-        params: best parameters: ``radius_px`` (signed; negative swaps the views, as in
-            :mod:`dplab.optics.psf`) and, for the Butterworth model, ``order``, ``alpha``, ``beta``,
-            ``kappa``.
-        objective: Eq. S3 at the optimum, summed over the fitted views (kernels normalised
-            as described in the fitting function).
-        xcorr: :func:`dplab.optics.psf.xcorr` between the (normalised) estimate and the best model,
-            averaged over the fitted views (1 for a perfect fit).
-        left: best model left kernel, ``(K, K)``.
-        right: best model right kernel, ``(K, K)``.
-        evaluated: number of (parameter, radius, sign) candidates scored.
+    Args:
+        name: the argument's name, for error messages.
+        values: a non-empty iterable of real numbers (not a string).
+
+    Returns:
+        The values as floats, in the given order.
+
+    Raises:
+        TypeError: not an iterable of numbers. ValueError: empty, or NaN/infinite values.
+
+    Example:
+        >>> candidate_values("alphas", (0.4, 0.6, 1))
+        [0.4, 0.6, 1.0]
     """
-
-    model: str
-    params: dict
-    objective: float
-    xcorr: float
-    left: torch.Tensor = field(repr=False)
-    right: torch.Tensor = field(repr=False)
-    evaluated: int = 0
-
-
-def _fit_kernels(kernel_left, kernel_right, normalize: bool) -> torch.Tensor:
-    """Check the kernels; return a float64 stack (V, K, K), V = 1 or 2."""
-    views = [("kernel_left", kernel_left)] + ([("kernel_right", kernel_right)] if kernel_right is not None else [])
-    out = []
-    for name, k in views:
-        k = require_kernel(name, k)
-        if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
-            raise ValueError(f"{name} must be a square kernel of odd size (K, K), got {tuple(k.shape)}")
-        out.append(k.detach().to(torch.float64))
-    if len(out) == 2 and out[0].shape != out[1].shape:
-        raise ValueError(f"kernel_left {tuple(out[0].shape)} and kernel_right {tuple(out[1].shape)} differ in shape")
-    if len(out) == 2 and out[0].device != out[1].device:
-        raise ValueError("kernel_left and kernel_right are on different devices")
-    e = torch.stack(out)
-    total = float(e.sum())
-    if total <= 0:
-        raise ValueError("kernel_left (and kernel_right) sum to 0; nothing to fit")
-    if normalize:  # each view of the model sums to 1/2: scale the estimate alike, views together
-        e = e * (0.5 * e.shape[0] / total)
-    return e
-
-
-def _candidate_radii(radius_px, radii, size: int, device) -> tuple[torch.Tensor, bool]:
-    """Radii to search (magnitudes, float64) and whether the sign is searched too."""
-    if radius_px is not None:
-        r = float(require_number("radius_px", radius_px))
-        if r == 0:
-            raise ValueError("radius_px must be non-zero (its sign picks the orientation: r > 0, behind "
-                             "the focal plane, puts the left view's mass on the -x side)")
-        return torch.tensor([r], dtype=torch.float64, device=device), False
-    if radii is None:
-        radii = torch.arange(1.0, size // 2 + 1e-9, 0.5, dtype=torch.float64)
-    r = torch.as_tensor(radii, dtype=torch.float64).reshape(-1).to(device)
-    if r.numel() == 0 or not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
-        raise ValueError(f"radii must be a non-empty sequence of positive finite radii, got {radii!r}")
-    return r, True
-
-
-def _score(e_d: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Eq. S3 for model left views ``h`` (P, N, K, K) -> (2, P, N): [as given, mirrored].
-
-    ``e_d``: derivatives of the estimate, (V, 5, K+2, K+2). Mirrored = the views swapped
-    (negative radius): left model ``h.flip(-1)``, right model ``h``.
-    """
-    p, n, k, _ = h.shape
-    flat = h.reshape(p * n, k, k)
-    d_h = _derivatives(flat, full=True).reshape(p, n, 5, k + 2, k + 2)
-    d_f = _derivatives(flat.flip(-1), full=True).reshape(p, n, 5, k + 2, k + 2)
-
-    def sq(a, b):
-        return (a - b).square().sum(dim=(-3, -2, -1))
-
-    pos = sq(d_h, e_d[0])
-    neg = sq(d_f, e_d[0])
-    if e_d.shape[0] == 2:
-        pos = pos + sq(d_f, e_d[1])
-        neg = neg + sq(d_h, e_d[1])
-    return torch.stack((pos, neg))
-
-
-def _grid_search(e, make, radii, params, signed, chunk_size, per_radius=False):
-    """Best (objective, param index, radius index, mirrored) over params x radii x signs.
-
-    ``per_radius``: make the candidates one radius at a time (the Butterworth generator sizes
-    its working grid by the largest radius of a call).
-    """
-    e_d = _derivatives(e, full=True)
-    best = (math.inf, 0, 0, False)
-    n_eval = 0
-    groups = [(j, radii[j:j + 1]) for j in range(radii.numel())] if per_radius else [(0, radii)]
-    for r0, group in groups:
-        for start in range(0, len(params), chunk_size):
-            chunk = params[start:start + chunk_size]
-            scores = _score(e_d, make(group, chunk))  # (2, P, N)
-            if not signed:
-                scores = scores[:1]
-            n_eval += scores.numel()
-            val, idx = scores.reshape(-1).min(0)
-            if float(val) < best[0]:
-                s, rest = divmod(int(idx), scores.shape[1] * scores.shape[2])
-                p, r = divmod(rest, scores.shape[2])
-                best = (float(val), start + p, r0 + r, bool(s))
-    return best, n_eval
-
-
-def _finish_fit(model, e, params_dict, objective, left, right, n_eval, dtype) -> PSFFit:
-    scores = [float(xcorr(e[0], left))]
-    if e.shape[0] == 2:
-        scores.append(float(xcorr(e[1], right)))
-    return PSFFit(model, params_dict, objective, sum(scores) / len(scores), left.to(dtype), right.to(dtype), n_eval)
-
-
-def _param_list(name: str, values) -> list[float]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"{name} must be a sequence of numbers, got {values!r}")
     out = [float(require_number(name, v)) for v in values]
     if not out:
         raise ValueError(f"{name} must not be empty")
     return out
-
-
-def fit_butterworth(
-    kernel_left: torch.Tensor,
-    kernel_right: torch.Tensor | None = None,
-    radius_px: float | None = None,
-    orders: Sequence[float] = S2_ORDERS,
-    alphas: Sequence[float] = S2_ALPHAS,
-    betas: Sequence[float] = S2_BETAS,
-    kappas: Sequence[float] = S2_KAPPAS,
-    *,
-    radii: Sequence[float] | None = None,
-    normalize: bool = True,
-    chunk_size: int = 1000,
-) -> PSFFit:
-    """Brute-force fit of the Butterworth DP PSF (RDPD supplement S2, Eqs. S2-S3).
-
-    Minimises ``sum_i || D_i (E - H(n, alpha, beta, kappa)) ||^2`` (Eq. S3, the five
-    derivative filters of :func:`derivative_filters`, full support) over every combination
-    of ``orders x alphas x betas x kappas`` (default: the grid of Eq. S2, 7,500 candidates).
-    ``H`` is :func:`dplab.optics.psf.butterworth_dp` at the estimate's size; with ``kernel_right``
-    both views are fitted with one parameter set (right = mirrored left). Candidates are made
-    in chunks of ``chunk_size`` parameter sets by :func:`dplab.optics.psf.psf_bank` (vectorised) and
-    scored with one batched convolution; the mirrored pair (negative radius) is scored too
-    when the radius is searched.
-
-    Radius: with ``radius_px`` given it is used as is (its sign picks the orientation: for
-    ``r > 0``, behind the focal plane, the left view's mass lies on the ``-x`` side, RDPD
-    Sec. 2.2; the calibrated Pixel 4 kernels of Xin et al. fit with ``r > 0``).
-    Otherwise the magnitudes ``radii`` (default ``1, 1.5, ..., size // 2``) and both signs are
-    searched in two stages: all radii on a sub-grid (every 3rd order, alpha and beta, every
-    2nd kappa: 240 sets for Eq. S2), then the full grid on the best radius and its two
-    neighbours. Runtime on a 2-core CPU for a 17x17 pair: about 0.5 s for the full grid at a
-    given radius, about 2.5 s with the radius searched (15 radii, 26,100 parameter sets).
-
-    Args:
-        kernel_left: estimated left PSF ``E`` (e.g. from :func:`estimate_psf`), odd square.
-        kernel_right: estimated right PSF, same shape, or None to fit the left view alone.
-        radius_px: signed CoC radius in pixels, or None to search ``radii``.
-        orders: Butterworth orders ``n`` to try.
-        alphas: cut-off factors to try.
-        betas: lower bounds to try.
-        kappas: smoothing factors to try.
-        radii: radius magnitudes to search when ``radius_px`` is None.
-        normalize: rescale the estimate so that each view sums to 1/2 on average (the model's
-            normalisation; the views keep their relative brightness).
-        chunk_size: parameter sets generated at once (memory vs. speed).
-
-    Returns:
-        A :class:`PSFFit` with ``params = {"radius_px", "order", "alpha", "beta", "kappa"}``.
-
-    Shape:
-        kernel_left, kernel_right: ``(K, K)``; fitted kernels ``(K, K)``.
-
-    Raises:
-        TypeError: non-tensor kernels, non-numeric parameters.
-        ValueError: non-square, even-sized, negative or NaN kernels; mismatched shapes;
-            ``radius_px == 0``; empty or out-of-range parameter lists.
-
-    Example:
-        >>> from dplab.optics.psf import butterworth_dp
-        >>> left, right = butterworth_dp(4.0, order=6, alpha=0.6, beta=0.3, kappa=0.14, size=13)
-        >>> fit = fit_butterworth(left, right, radius_px=4.0, orders=(3, 6, 9), kappas=(0.14,))
-        >>> [fit.params[k] for k in ("order", "alpha", "beta")], round(fit.xcorr, 4)
-        ([6, 0.6, 0.3], 1.0)
-    """
-    out_dtype = kernel_left.dtype if isinstance(kernel_left, torch.Tensor) else torch.float32
-    e = _fit_kernels(kernel_left, kernel_right, normalize)
-    size = e.shape[-1]
-    grid = [_param_list(n, v) for n, v in (("orders", orders), ("alphas", alphas), ("betas", betas), ("kappas", kappas))]
-    params = list(itertools.product(*grid))
-    chunk_size = require_positive("chunk_size", chunk_size, integer=True)
-    r_all, signed = _candidate_radii(radius_px, radii, size, e.device)
-
-    def make(r, chunk):
-        return psf_bank(r, chunk, size=size, device=e.device, dtype=torch.float64)[0]
-
-    n_eval = 0
-    r_cand = r_all
-    if r_all.numel() > 1:
-        sub = list(itertools.product(grid[0][::3], grid[1][::3], grid[2][::3], grid[3][::2]))
-        (_, _, ri, _), n_eval = _grid_search(e, make, r_all, sub, signed, chunk_size, True)
-        r_cand = r_all[max(0, ri - 1):ri + 2]
-    (obj, pi, ri, mirrored), n2 = _grid_search(e, make, r_cand, params, signed, chunk_size, True)
-    n, a, b, k = params[pi]
-    r = float(r_cand[ri]) * (-1.0 if mirrored else 1.0)
-    left, right = butterworth_dp(r, n, a, b, k, size=size, device=e.device, dtype=torch.float64)
-    order = int(n) if float(n).is_integer() else n
-    params_dict = {"radius_px": r, "order": order, "alpha": a, "beta": b, "kappa": k}
-    return _finish_fit("butterworth", e, params_dict, obj, left, right, n_eval + n2, out_dtype)
-
-
-def fit_punnappurath(
-    kernel_left: torch.Tensor,
-    kernel_right: torch.Tensor | None = None,
-    radius_px: float | None = None,
-    *,
-    radii: Sequence[float] | None = None,
-    normalize: bool = True,
-) -> PSFFit:
-    """Fit the DP PSF of Punnappurath et al. (ICCP 2020) by the same Eq. S3 search.
-
-    That model (:func:`dplab.optics.psf.punnappurath_dp`) has a single parameter, the signed
-    radius (RDPD Sec. 2.2, Fig. 5 middle column), so the search runs over ``radii`` (default
-    ``0.5, 0.55, ..., size // 2``) and both signs, all candidates in one batch. With
-    ``radius_px`` given there is nothing to search and the result just scores that radius.
-    Comparing ``fit_punnappurath(E).xcorr`` with ``fit_butterworth(E).xcorr`` reproduces the
-    comparison of RDPD Fig. 5 / Fig. S2.
-
-    Args:
-        kernel_left: estimated left PSF, odd square.
-        kernel_right: estimated right PSF or None.
-        radius_px: signed radius in pixels, or None to search.
-        radii: radius magnitudes to search.
-        normalize: rescale the estimate as in :func:`fit_butterworth`.
-
-    Returns:
-        A :class:`PSFFit` with ``params = {"radius_px"}``.
-
-    Shape:
-        kernel_left, kernel_right: ``(K, K)``.
-
-    Raises:
-        TypeError: non-tensor kernels.
-        ValueError: bad kernels (see :func:`fit_butterworth`), ``radius_px == 0``, bad radii.
-
-    Example:
-        >>> from dplab.optics.psf import punnappurath_dp
-        >>> left, right = punnappurath_dp(-3.5, size=11)
-        >>> fit = fit_punnappurath(left, right)
-        >>> fit.params["radius_px"], round(fit.xcorr, 4)
-        (-3.5, 1.0)
-    """
-    out_dtype = kernel_left.dtype if isinstance(kernel_left, torch.Tensor) else torch.float32
-    e = _fit_kernels(kernel_left, kernel_right, normalize)
-    size = e.shape[-1]
-    if radii is None and radius_px is None:
-        radii = torch.arange(10, 20 * (size // 2) + 1, dtype=torch.float64) / 20.0
-    r_all, signed = _candidate_radii(radius_px, radii, size, e.device)
-
-    def make(r, chunk):
-        return punnappurath_dp(r, size=size, device=e.device, dtype=torch.float64)[0][None]
-
-    (obj, _, ri, mirrored), n_eval = _grid_search(e, make, r_all, [()], signed, 1)
-    r = float(r_all[ri]) * (-1.0 if mirrored else 1.0)
-    left, right = punnappurath_dp(r, size=size, device=e.device, dtype=torch.float64)
-    return _finish_fit("punnappurath", e, {"radius_px": r}, obj, left, right, n_eval, out_dtype)
-
-
-# ----------------------------------------------------------------------------- S3: distortion
-@dataclass(frozen=True)
-class DistortionFit:
-    """Result of :func:`fit_distortion`.
-
-    Attributes:
-        coeffs: best ``(c1, c2, c3)`` (division model, R normalised by the half-diagonal,
-            see :mod:`dplab.optics.distortion`).
-        xcorr: normalised cross-correlation (zero shift) between the observation and the
-            pattern distorted with ``coeffs``; 1 for a perfect match.
-        evaluated: number of coefficient sets scored (folding sets are skipped).
-    """
-
-    coeffs: tuple[float, float, float]
-    xcorr: float
-    evaluated: int
-
-
-def _values_list(name: str, values) -> list[float]:
-    out = sorted(set(_param_list(name, values)))
-    return out
-
-
-def _local_values(best: float, values: list[float], width: float, count: int = 5) -> list[float]:
-    """``count`` values spanning ``best +- width``; a coefficient given one value stays fixed."""
-    if len(values) == 1 or width == 0:
-        return [best]
-    return [best + width * (2 * i / (count - 1) - 1) for i in range(count)]
-
-
-def fit_distortion(
-    observed: torch.Tensor,
-    pattern: torch.Tensor,
-    c1_values: Sequence[float],
-    c2_values: Sequence[float] = (0.0,),
-    c3_values: Sequence[float] = (0.0,),
-    *,
-    center=None,
-    refine: int = 2,
-    chunk_size: int = 32,
-) -> DistortionFit:
-    """Brute-force search of the division-model coefficients, RDPD supplement Eq. S6.
-
-    Finds ``argmax_{c1, c2, c3} X(I_f, I_d(c1, c2, c3))``: ``I_d`` is the synthetic
-    ``pattern`` (e.g. :func:`square_grid_target`) warped by :func:`dplab.optics.distortion.distort`
-    and ``I_f`` the ``observed`` capture, already re-centred (the paper re-centres by hand).
-    ``X`` is the normalised cross-correlation at zero shift (:func:`dplab.optics.psf.xcorr` with
-    ``shift=False``) over all pixels and channels: maximising over shifts would let a
-    periodic pattern match one period off. (Eq. S6 is printed as ``argmin``, a typo.)
-
-    Coarse-to-fine: every combination of the given values is scored (folding ones skipped);
-    then ``refine`` times a 5 x 5 x 5 grid spanning +- one grid step (the largest gap
-    between the given values of each coefficient, halved each round) is centred on the best
-    set. A coefficient given a single value stays fixed. The best set found is kept, so
-    refinement never lowers the score. Candidates are warped ``chunk_size`` at a time.
-
-    Args:
-        observed: the captured pattern ``I_f``.
-        pattern: the undistorted synthetic pattern, same shape.
-        c1_values: candidate ``c1`` values (coarse grid).
-        c2_values: candidate ``c2`` values.
-        c3_values: candidate ``c3`` values.
-        center: distortion centre ``(x_o, y_o)`` in pixels; default the image centre.
-        refine: number of refinement rounds (>= 0).
-        chunk_size: candidates warped at once.
-
-    Returns:
-        A :class:`DistortionFit`.
-
-    Shape:
-        observed, pattern: ``(1, C, H, W)``.
-
-    Raises:
-        TypeError: non-tensor images, non-numeric values.
-        ValueError: shape mismatch, batch size other than 1, NaN, constant images, empty
-            value lists, or no candidate that leaves the image unfolded.
-
-    Example:
-        >>> pattern, _ = square_grid_target(48, 64, 12)
-        >>> from dplab.optics.distortion import distort
-        >>> observed = distort(pattern, (0.04, 0.0, 0.0))
-        >>> fit = fit_distortion(observed, pattern, [-0.04, 0.0, 0.04], refine=0)
-        >>> fit.coeffs, round(fit.xcorr, 4)
-        ((0.04, 0.0, 0.0), 1.0)
-    """
-    observed = require_image("observed", observed)
-    pattern = require_image("pattern", pattern)
-    if observed.shape != pattern.shape:
-        raise ValueError(f"observed {tuple(observed.shape)} and pattern {tuple(pattern.shape)} differ in shape")
-    if observed.shape[0] != 1:
-        raise ValueError(f"observed and pattern must hold one image (1, C, H, W), got {tuple(observed.shape)}")
-    if pattern.device != observed.device:
-        raise ValueError(f"pattern is on {pattern.device} but observed is on {observed.device}")
-    grids = [_values_list(n, v) for n, v in (("c1_values", c1_values), ("c2_values", c2_values), ("c3_values", c3_values))]
-    refine = require_positive("refine", refine, integer=True, allow_zero=True)
-    chunk_size = require_positive("chunk_size", chunk_size, integer=True)
-    _, c, h, w = pattern.shape
-    ctr = _distortion._center(center, h, w)
-    r_img = _distortion._image_radius(h, w, ctr)
-    obs_flat = observed.reshape(1, c * h, w)
-    for name, img in (("observed", observed), ("pattern", pattern)):
-        if float(img.std()) == 0:
-            raise ValueError(f"{name} is constant; its correlation is undefined")
-
-    best = (-math.inf, None)
-    n_eval = 0
-    seen: set[tuple[float, float, float]] = set()
-
-    def score(cands):
-        nonlocal best, n_eval
-        ok = []
-        for cand in cands:
-            key = tuple(round(v, 15) for v in cand)
-            if key in seen:
-                continue
-            seen.add(key)
-            r_u, r_d = _distortion.fold_radius(cand)
-            if r_u > r_img and r_d > r_img:
-                ok.append(cand)
-        for start in range(0, len(ok), chunk_size):
-            chunk = ok[start:start + chunk_size]
-            coeffs = torch.tensor(chunk, dtype=torch.float64)
-            warped = _distortion.distort(pattern.expand(len(chunk), c, h, w), coeffs, center=ctr)
-            x = xcorr(obs_flat, warped.reshape(len(chunk), c * h, w), shift=False)
-            n_eval += len(chunk)
-            val, idx = x.max(0)
-            if float(val) > best[0]:
-                best = (float(val), tuple(chunk[int(idx)]))
-
-    score(list(itertools.product(*grids)))
-    if best[1] is None:
-        raise ValueError("every (c1, c2, c3) candidate folds the image; choose values of smaller magnitude")
-    widths = [max((b - a for a, b in zip(g, g[1:])), default=0.0) for g in grids]
-    for _ in range(refine):
-        local = [_local_values(best[1][i], grids[i], widths[i]) for i in range(3)]
-        score(list(itertools.product(*local)))
-        widths = [wd / 2 for wd in widths]
-    return DistortionFit(tuple(float(v) for v in best[1]), best[0], n_eval)

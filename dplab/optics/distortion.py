@@ -54,6 +54,8 @@ __all__ = [
     "RDPD_DISTORTION_COEFFS",
     "RDPD_DISTORTION_FOCAL_LENGTHS_MM",
     "normalization_radius",
+    "distortion_center",
+    "image_radius",
     "fold_radius",
     "distort_points",
     "undistort_points",
@@ -111,7 +113,25 @@ def _image_size(size) -> tuple[int, int]:
     return h, w
 
 
-def _center(center, h: int, w: int) -> tuple[float, float]:
+def distortion_center(center, h: int, w: int) -> tuple[float, float]:
+    """The distortion centre ``(x_o, y_o)`` in pixels: ``center`` checked, or the image centre.
+
+    Args:
+        center: ``(x_o, y_o)`` in pixels, or None for the image centre
+            ``((w - 1) / 2, (h - 1) / 2)``.
+        h: image height in pixels.
+        w: image width in pixels.
+
+    Returns:
+        ``(x_o, y_o)`` as floats.
+
+    Raises:
+        TypeError: ``center`` not a pair of numbers. ValueError: NaN or infinite entries.
+
+    Example:
+        >>> distortion_center(None, 60, 80), distortion_center((40, 30), 60, 80)
+        ((39.5, 29.5), (40.0, 30.0))
+    """
     if center is None:
         return (w - 1) / 2.0, (h - 1) / 2.0
     if isinstance(center, (str, bytes)) or not isinstance(center, Sequence) or len(center) != 2:
@@ -140,8 +160,25 @@ def normalization_radius(height: int, width: int) -> float:
     return 0.5 * math.hypot(h, w)
 
 
-def _image_radius(h: int, w: int, center: tuple[float, float]) -> float:
-    """Largest normalised distance from ``center`` to a pixel centre of an (h, w) image."""
+def image_radius(h: int, w: int, center: tuple[float, float]) -> float:
+    """Largest normalised radius ``R`` in an ``(h, w)`` image: its farthest pixel centre.
+
+    The distance from ``center`` to the farthest pixel centre, in units of the half-diagonal
+    (:func:`normalization_radius`): the radius the division model must stay one-to-one up to
+    (:func:`fold_radius`) for the whole image.
+
+    Args:
+        h: image height in pixels.
+        w: image width in pixels.
+        center: distortion centre ``(x_o, y_o)`` in pixels (:func:`distortion_center`).
+
+    Returns:
+        The radius (just under 1 for a centred image).
+
+    Example:
+        >>> round(image_radius(60, 80, (39.5, 29.5)), 4)
+        0.986
+    """
     xo, yo = center
     dx = max(abs(0 - xo), abs(w - 1 - xo))
     dy = max(abs(0 - yo), abs(h - 1 - yo))
@@ -262,14 +299,14 @@ def _check_points(points) -> torch.Tensor:
 def _map_points(points, coeffs, size, center, inverse: bool) -> torch.Tensor:
     points = _check_points(points)
     h, w = _image_size(size)
-    xo, yo = _center(center, h, w)
+    xo, yo = distortion_center(center, h, w)
     c = _coeffs_tensor(coeffs)
     scale = normalization_radius(h, w)
     p = points.to(torch.float64)
     offset = torch.tensor([xo, yo], dtype=torch.float64, device=p.device)
     v = (p - offset) / scale
     r = torch.linalg.vector_norm(v, dim=-1)
-    r_img = _image_radius(h, w, (xo, yo))
+    r_img = image_radius(h, w, (xo, yo))
     r_pts = float(r.max()) if r.numel() else 0.0
     # the whole image both ways, and the given points on their own side of the mapping
     _check_no_fold(c, r_img if inverse else max(r_img, r_pts), max(r_img, r_pts) if inverse else r_img)
@@ -350,8 +387,8 @@ def _warp(image, coeffs, center, padding_mode, inverse_map: bool) -> torch.Tenso
     c = _coeffs_tensor(coeffs, batched=True)
     if c.shape[0] not in (1, b):
         raise ValueError(f"coeffs must have shape (3,) or (B, 3) with B = {b}, got {tuple(c.shape)}")
-    xo, yo = _center(center, h, w)
-    r_img = _image_radius(h, w, (xo, yo))
+    xo, yo = distortion_center(center, h, w)
+    r_img = image_radius(h, w, (xo, yo))
     _check_no_fold(c, r_img, r_img)
     dev = image.device
     scale = normalization_radius(h, w)

@@ -1,9 +1,9 @@
-"""Point spread functions for conventional and dual-pixel (DP) defocus.
+"""Dual-pixel (DP) point spread functions: the Butterworth model of RDPD and Punnappurath's.
 
-Grid convention: a kernel of odd size ``K`` has its centre at index ``K // 2``; ``x`` grows
-with the column index (to the right) and ``y`` with the row index (down). Kernels are
-convolution kernels (PSFs), as in :func:`dplab.ops.fftconv.fft_conv2d`. Each DP view sums to 1/2
-so that ``left + right`` sums to 1.
+Kernels follow the grid convention of :mod:`dplab.optics.kernels` (odd size ``K``, centre at
+index ``K // 2``, ``x`` to the right, ``y`` down, convolution PSFs as in
+:func:`dplab.ops.fftconv.fft_conv2d`). Each DP view sums to 1/2 so that ``left + right``
+sums to 1.
 
 Orientation. A positive radius ``r`` means a scene point behind the focal plane
 (:mod:`dplab.optics.thin_lens`). For ``r > 0`` the *left* view's PSF has its mass on the ``-x`` side
@@ -19,12 +19,12 @@ aperture, whose rays have crossed behind focus) and the one of the calibrated Pi
 of Xin et al. (ICCV 2021), whose left kernel lies left of the right kernel in every cell
 (:func:`dplab.data.pixel4.load_kernels`).
 
-Contents: :func:`disk`, :func:`gaussian`, the Butterworth DP PSF of RDPD Eqs. 2-4
-(:func:`butterworth_filter`, :func:`butterworth_profile`, :func:`butterworth_dp`,
-:func:`psf_bank` with the 48 parameter sets of supplement Eq. S4), the DP PSF of
-Punnappurath et al., ICCP 2020 (:func:`punnappurath_dp`), kernel resampling with defocus
-size (Xin et al., ICCV 2021, Sec. 4; :func:`rescale_kernel`) and the normalised 2-D
-cross-correlation used to compare PSFs (RDPD Fig. 5 and S2; :func:`xcorr`).
+Contents: the Butterworth DP PSF of RDPD Eqs. 2-4 (:func:`butterworth_filter`,
+:func:`butterworth_profile`, the ramp of Eq. 4 with :func:`ramp_half_width`,
+:func:`butterworth_dp`, :func:`psf_bank` with the 48 parameter sets of supplement Eq. S4) and
+the DP PSF of Punnappurath et al., ICCP 2020 (:func:`punnappurath_dp`). The disc
+:func:`dplab.optics.kernels.disk` they are built on, the Gaussian, kernel resampling and the
+cross-correlation that compares PSFs are in :mod:`dplab.optics.kernels`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,23 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 
-from dplab._validate import require_finite, require_kernel, require_number, require_positive, require_tensor
+from dplab._validate import require_finite, require_number, require_positive, require_tensor
 from dplab.ops.fftconv import fft_conv2d
+from dplab.optics.kernels import (
+    centred_grid,
+    delta_kernels,
+    disk_coverage,
+    float_dtype,
+    gaussian_kernels,
+    kernel_size,
+    parameter_batch,
+    unbatch,
+)
 
 __all__ = [
-    "disk", "gaussian", "butterworth_profile", "butterworth_filter", "butterworth_dp",
-    "punnappurath_dp", "psf_bank", "rescale_kernel", "xcorr", "ramp_half_width",
-    "PSF_BANK_PARAMS", "RDPD_CODE_BANK_PARAMS",
+    "butterworth_profile", "butterworth_filter", "butterworth_dp", "psf_bank", "ramp_half_width",
+    "punnappurath_dp", "PSF_BANK_PARAMS", "RDPD_CODE_BANK_PARAMS",
 ]
 
 #: RDPD supplement Eq. S4: n in {3,6,9}, alpha in {0.4,...,1.0}, beta in {0.1,...,0.4}, kappa 0.14.
@@ -52,160 +60,6 @@ PSF_BANK_PARAMS: tuple[tuple[float, float, float, float], ...] = tuple(
 #: The 12 sets the authors' generator cycles through (cut-off factor 2.5 or 2 -> alpha 0.4, 0.5).
 RDPD_CODE_BANK_PARAMS: tuple[tuple[float, float, float, float], ...] = tuple(
     (n, a, b, 1 / 7) for n, a, b in itertools.product((3, 6, 9), (0.4, 0.5), (0.1, 0.2)))
-
-
-# ----------------------------------------------------------------------------- helpers
-def _values(name: str, value, *, signed: bool, device):
-    """(float64 1-D tensor, batched flag, device) from a number or a 0-D/1-D tensor."""
-    if isinstance(value, torch.Tensor):
-        require_finite(name, require_tensor(name, value))
-        if value.ndim > 1:
-            raise ValueError(f"{name} must be a number or a 1-D tensor, got shape {tuple(value.shape)}")
-        batched, dev = value.ndim == 1, device if device is not None else value.device
-        if batched and value.numel() == 0:
-            raise ValueError(f"{name} is an empty tensor")
-        v = value.detach().to(device=dev, dtype=torch.float64).reshape(-1)
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number or a 1-D floating tensor, "
-                        f"got {type(value).__name__} {value!r}")
-    else:
-        batched, dev = False, device if device is not None else torch.device("cpu")
-        v = torch.tensor([float(require_number(name, value))], dtype=torch.float64, device=dev)
-    if not signed and bool((v < 0).any()):
-        raise ValueError(f"{name} must be >= 0, got min {float(v.min())!r}")
-    return v, batched, dev
-
-
-def _check_dtype(dtype) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    return dtype
-
-
-def _odd_size(size, minimum: int) -> int:
-    if size is None:
-        return minimum
-    size = require_positive("size", size, integer=True)
-    if size % 2 == 0:
-        raise ValueError(f"size must be odd (the centre is the middle pixel), got {size}")
-    return size
-
-
-def _grid(k: int, device) -> torch.Tensor:
-    return torch.arange(k, dtype=torch.float64, device=device) - k // 2
-
-
-def _coverage(radius: torch.Tensor, k: int, supersample: int) -> torch.Tensor:
-    """Fraction of each pixel covered by a disc.
-
-    Exact along one axis, ``supersample`` sub-lines along the other, averaged over the two
-    choices of axis so that the result has the disc's 8-fold symmetry."""
-    uniq, inverse = torch.unique(radius, return_inverse=True)
-    c = _grid(k, radius.device)
-    r2 = uniq.reshape(-1, 1, 1) ** 2
-    ax = c.abs().reshape(1, 1, -1) - 0.5
-    cov = torch.zeros(uniq.numel(), k, k, dtype=torch.float64, device=radius.device)
-    for s in range(supersample):
-        yy = c.reshape(1, -1, 1) + (s + 0.5) / supersample - 0.5
-        h = (r2 - yy ** 2).clamp_min(0).sqrt()  # half chord of the disc at height yy
-        # length of [x - 1/2, x + 1/2] inside [-h, h] for integer x
-        cov += torch.minimum((h - ax).clamp(0, 1), 2 * h)
-    cov = 0.5 * (cov + cov.transpose(-1, -2)) / supersample  # same treatment of x and y
-    return cov[inverse]
-
-
-def _delta(n: int, k: int, device) -> torch.Tensor:
-    d = torch.zeros(n, k, k, dtype=torch.float64, device=device)
-    d[:, k // 2, k // 2] = 1.0
-    return d
-
-
-def _finish(x: torch.Tensor, batched: bool, dtype) -> torch.Tensor:
-    return (x if batched else x[0]).to(dtype)
-
-
-def _gauss64(sigma: torch.Tensor, k: int, *, truncate: bool = False) -> torch.Tensor:
-    """Sampled Gaussians; ``truncate`` cuts each to its own ``(2 ceil(3 sigma) + 1)^2`` square
-    so that a batch with a common size gives the same kernels as one-by-one calls."""
-    c = _grid(k, sigma.device)
-    r2 = c.reshape(1, -1, 1) ** 2 + c.reshape(1, 1, -1) ** 2
-    s = sigma.reshape(-1, 1, 1)
-    g = torch.exp(-r2 / (2 * s.clamp_min(1e-300) ** 2))
-    if truncate:
-        half = torch.ceil(3 * s)
-        g = g * ((c.abs().reshape(1, -1, 1) <= half) & (c.abs().reshape(1, 1, -1) <= half))
-    g = torch.where(s > 0, g, _delta(sigma.numel(), k, sigma.device))
-    return g / g.sum((-2, -1), keepdim=True)
-
-
-# ----------------------------------------------------------------------------- basic PSFs
-def disk(radius_px, size=None, *, supersample: int = 16, device=None, dtype=torch.float32):
-    """Anti-aliased uniform disc (pillbox) PSF, the thin-lens CoC (RDPD Eq. 3's ``C``).
-
-    Each pixel holds the fraction of its area inside the circle of radius ``radius_px``
-    (integrated exactly along one axis and with ``supersample`` sub-lines along the other,
-    averaged over both axis choices), normalised to sum 1. Radius 0 gives a delta.
-
-    Args:
-        radius_px: radius in pixels (>= 0), a number or a 1-D tensor of radii.
-        size: odd kernel size; default ``2 * ceil(max radius) + 1``.
-        supersample: sub-lines per pixel for the anti-aliasing (integer >= 1).
-        device: device of the output (default: the radius tensor's, else CPU).
-        dtype: floating dtype of the output.
-
-    Returns:
-        The normalised disc.
-
-    Shape:
-        ``(K, K)`` for a number, ``(N, K, K)`` for ``N`` radii.
-
-    Raises:
-        TypeError: radius not a number/tensor (e.g. a string or list), bad dtype.
-        ValueError: negative or NaN radius, even or non-positive size.
-
-    Example:
-        >>> d = disk(1.5)
-        >>> d.shape, round(float(d.sum()), 6)
-        (torch.Size([5, 5]), 1.0)
-    """
-    r, batched, dev = _values("radius_px", radius_px, signed=False, device=device)
-    dtype = _check_dtype(dtype)
-    s = require_positive("supersample", supersample, integer=True)
-    k = _odd_size(size, 2 * math.ceil(float(r.max())) + 1)
-    cov = _coverage(r, k, s)
-    total = cov.sum((-2, -1), keepdim=True)
-    out = torch.where(total > 0, cov / total.clamp_min(1e-300), _delta(r.numel(), k, dev))
-    return _finish(out, batched, dtype)
-
-
-def gaussian(sigma_px, size=None, *, device=None, dtype=torch.float32):
-    """Isotropic Gaussian PSF sampled at pixel centres, normalised to sum 1.
-
-    Args:
-        sigma_px: standard deviation in pixels (>= 0; 0 gives a delta), number or 1-D tensor.
-        size: odd kernel size; default ``2 * ceil(3 * max sigma) + 1``.
-        device: device of the output.
-        dtype: floating dtype of the output.
-
-    Returns:
-        The normalised Gaussian.
-
-    Shape:
-        ``(K, K)`` for a number, ``(N, K, K)`` for ``N`` sigmas.
-
-    Raises:
-        TypeError: wrong type of ``sigma_px`` or ``dtype``.
-        ValueError: negative or NaN sigma, even size.
-
-    Example:
-        >>> g = gaussian(1.0)
-        >>> g.shape, bool(g[3, 3] == g.max())
-        (torch.Size([7, 7]), True)
-    """
-    s, batched, _ = _values("sigma_px", sigma_px, signed=False, device=device)
-    dtype = _check_dtype(dtype)
-    k = _odd_size(size, 2 * math.ceil(3 * float(s.max())) + 1)
-    return _finish(_gauss64(s, k), batched, dtype)
 
 
 # ----------------------------------------------------------------------------- Butterworth
@@ -267,10 +121,10 @@ def butterworth_filter(d0, order, size, *, device=None, dtype=torch.float32):
         >>> float(butterworth_filter(4.0, 3, 11)[5, 9])   # 4 px right of the centre
         0.5
     """
-    k = _odd_size(size, 1)
-    c = _grid(k, device)
+    k = kernel_size(size, 1)
+    c = centred_grid(k, device)
     dist = (c.reshape(-1, 1) ** 2 + c.reshape(1, -1) ** 2).sqrt()
-    return butterworth_profile(dist, d0, order).to(_check_dtype(dtype))
+    return butterworth_profile(dist, d0, order).to(float_dtype(dtype))
 
 
 def _dp_param(name, value, lo, hi):
@@ -324,19 +178,19 @@ def _butterworth_stack(r, params, size, supersample):
     n, alpha, beta, kappa = p.unbind(1)  # each (P, 1, 1, 1)
     R = r.abs()
     rmax, kmax = float(R.max()), float(kappa.max())
-    k = max(_odd_size(size, 1), 2 * math.ceil(rmax) + 1 + 2 * math.ceil(3 * kmax * rmax))
-    c = _grid(k, dev)
+    k = max(kernel_size(size, 1), 2 * math.ceil(rmax) + 1 + 2 * math.ceil(3 * kmax * rmax))
+    c = centred_grid(k, dev)
     dist = (c.reshape(-1, 1) ** 2 + c.reshape(1, -1) ** 2).sqrt()
     Rb = R.reshape(1, -1, 1, 1).clamp_min(1e-12)
     log_d0 = torch.log(2 * Rb * alpha)                                    # D0 = 2|r| alpha
     B = torch.sigmoid(2 * n * (torch.log(dist) - log_d0))                 # Eq. 2
     B_max = torch.sigmoid(2 * n * (math.log(math.sqrt(2)) + torch.log(Rb) - log_d0))
     B = (beta + (1 - beta) * B / B_max).clamp(max=1.0)                    # min-max to [beta, 1]
-    H = B * _coverage(R, k, supersample).unsqueeze(0)                     # Eq. 3
+    H = B * disk_coverage(R, k, supersample).unsqueeze(0)                 # Eq. 3
     P, N = H.shape[:2]
     sigma = (kappa * R.reshape(1, -1, 1, 1)).expand(P, N, 1, 1).reshape(-1)
     if kmax > 0:
-        g = _gauss64(sigma, 2 * math.ceil(3 * float(sigma.max())) + 1, truncate=True)
+        g = gaussian_kernels(sigma, 2 * math.ceil(3 * float(sigma.max())) + 1, truncate=True)
         H = fft_conv2d(H.reshape(1, P * N, k, k), g).reshape(P, N, k, k).clamp_min(0)
     # Ramp mask, Eq. 4: 1 -> 0 along +x over the authors' half-width R + p, p half their Gaussian
     # window g = round((2R+1)/7) + 1 made odd (:func:`ramp_half_width`), so that as a convolution
@@ -349,7 +203,7 @@ def _butterworth_stack(r, params, size, supersample):
     point = (R.reshape(1, -1, 1, 1) == 0) | (total <= 1e-12)
     left = left / (2 * total.clamp_min(1e-300))                           # sum = 1/2
     left = torch.where(r.reshape(1, -1, 1, 1) < 0, left.flip(-1), left)    # r < 0 swaps views
-    left = torch.where(point, 0.5 * _delta(N, k, dev).unsqueeze(0), left)
+    left = torch.where(point, 0.5 * delta_kernels(N, k, dev).unsqueeze(0), left)
     if size is not None and size < k:
         o = (k - size) // 2
         left = left[..., o:o + size, o:o + size]
@@ -411,12 +265,12 @@ def butterworth_dp(radius_px, order=3, alpha=0.6, beta=0.2, kappa=0.14, size=Non
         >>> bool(left[9, 5] > left[9, 13])          # left view: mass on the -x side
         True
     """
-    r, batched, _ = _values("radius_px", radius_px, signed=True, device=device)
-    dtype = _check_dtype(dtype)
+    r, batched, _ = parameter_batch("radius_px", radius_px, signed=True, device=device)
+    dtype = float_dtype(dtype)
     params = [_bw_params(order, alpha, beta, kappa)]
     s = require_positive("supersample", supersample, integer=True)
-    left = _butterworth_stack(r, params, None if size is None else _odd_size(size, 1), s)[0]
-    return _finish(left, batched, dtype), _finish(left.flip(-1), batched, dtype)
+    left = _butterworth_stack(r, params, None if size is None else kernel_size(size, 1), s)[0]
+    return unbatch(left, batched, dtype), unbatch(left.flip(-1), batched, dtype)
 
 
 def psf_bank(radius_px, params=None, *, size=None, supersample: int = 16, device=None,
@@ -453,14 +307,14 @@ def psf_bank(radius_px, params=None, *, size=None, supersample: int = 16, device
         >>> left.shape, p[0]
         (torch.Size([48, 17, 17]), (3, 0.4, 0.1, 0.14))
     """
-    r, batched, _ = _values("radius_px", radius_px, signed=True, device=device)
-    dtype = _check_dtype(dtype)
+    r, batched, _ = parameter_batch("radius_px", radius_px, signed=True, device=device)
+    dtype = float_dtype(dtype)
     params = list(PSF_BANK_PARAMS if params is None else params)
     if not params or any(not isinstance(q, (tuple, list)) or len(q) != 4 for q in params):
         raise ValueError("params must be a non-empty sequence of (order, alpha, beta, kappa)")
     checked = [_bw_params(*q) for q in params]
     s = require_positive("supersample", supersample, integer=True)
-    left = _butterworth_stack(r, checked, None if size is None else _odd_size(size, 1), s)
+    left = _butterworth_stack(r, checked, None if size is None else kernel_size(size, 1), s)
     left = left if batched else left[:, 0]
     return left.to(dtype), left.flip(-1).to(dtype), [tuple(q) for q in params]
 
@@ -481,8 +335,8 @@ def punnappurath_dp(radius_px, size=None, *, supersample: int = 16, device=None,
     linearly from 0 at the right rim towards ``-x``, ``h ~ sqrt(R^2 - y^2) - x`` (the code's
     kernel for a negative parameter; the code fits the sign per patch and does not tie it to
     front or back focus). The right view is the mirror image; each is normalised to 1/2.
-    dplab's disc is the anti-aliased :func:`disk` coverage (the code uses MATLAB's
-    ``fspecial('disk')``). Sign: as :func:`butterworth_dp` (RDPD Sec. 2.2), ``r > 0`` (behind
+    dplab's disc is the anti-aliased coverage of :func:`dplab.optics.kernels.disk` (the code
+    uses MATLAB's ``fspecial('disk')``). Sign: as :func:`butterworth_dp` (RDPD Sec. 2.2), ``r > 0`` (behind
     the focal plane) puts the left view's mass on the ``-x`` side; ``r < 0`` swaps the views;
     ``r = 0`` is a delta split in halves.
 
@@ -508,142 +362,14 @@ def punnappurath_dp(radius_px, size=None, *, supersample: int = 16, device=None,
         >>> round(float(left.sum()), 6), bool(left[3, 1] > left[3, 5])   # mass on -x
         (0.5, True)
     """
-    r, batched, dev = _values("radius_px", radius_px, signed=True, device=device)
-    dtype = _check_dtype(dtype)
+    r, batched, dev = parameter_batch("radius_px", radius_px, signed=True, device=device)
+    dtype = float_dtype(dtype)
     s = require_positive("supersample", supersample, integer=True)
-    k = _odd_size(size, 2 * math.ceil(float(r.abs().max())) + 1)
-    c = _coverage(r.abs(), k, s)
+    k = kernel_size(size, 2 * math.ceil(float(r.abs().max())) + 1)
+    c = disk_coverage(r.abs(), k, s)
     left = c * c.flip(-1).cumsum(-1).flip(-1)       # grows towards -x: left view behind focus
     total = left.sum((-2, -1), keepdim=True)
-    left = torch.where(total > 0, left / (2 * total.clamp_min(1e-300)), 0.5 * _delta(r.numel(), k, dev))
+    point = 0.5 * delta_kernels(r.numel(), k, dev)
+    left = torch.where(total > 0, left / (2 * total.clamp_min(1e-300)), point)
     left = torch.where(r.reshape(-1, 1, 1) < 0, left.flip(-1), left)
-    return _finish(left, batched, dtype), _finish(left.flip(-1), batched, dtype)
-
-
-# ----------------------------------------------------------------------------- resampling
-def rescale_kernel(kernel, scale, size=None):
-    """Resample a calibrated kernel to another defocus size (Xin et al. Sec. 4, supp. D).
-
-    Xin et al. assume kernels at defocus ``d'`` are the calibrated kernel at ``d`` scaled by
-    ``d'/d``. The output is ``k(u / scale)`` about the centre pixel (index ``size // 2`` on
-    each axis, as :func:`dplab.ops.fftconv.fft_conv2d`), bilinearly interpolated, zero outside,
-    then multiplied so that its sum equals the input's. For a strong shrink (``scale < 0.5``)
-    the kernel is first blurred by a Gaussian of ``0.5 sqrt(1/scale^2 - 1)`` input pixels so
-    that the samples do not alias (the authors' code likewise switches from bilinear to a
-    Gaussian-weighted resampling beyond 2x). If everything falls between samples the sum is
-    put on the centre pixel. Mass pushed beyond the output window is lost before the sum is
-    restored.
-
-    Args:
-        kernel: ``(..., kh, kw)`` non-negative finite floating tensor.
-        scale: magnification ``> 0`` (> 1 enlarges the blur, < 1 shrinks it).
-        size: output size, an int or ``(h, w)``; default the input's.
-
-    Returns:
-        The resampled kernel, same dtype and leading dims.
-
-    Shape:
-        ``(..., kh, kw)`` -> ``(..., h, w)``.
-
-    Raises:
-        TypeError: non-tensor kernel or non-numeric scale.
-        ValueError: NaN or negative kernel entries, ``scale <= 0``, bad size.
-
-    Example:
-        >>> k = disk(4.0, size=21)
-        >>> k2 = rescale_kernel(k, 2.0)
-        >>> round(float(k2.sum()), 5), int((k2 > 0).sum()) > int((k > 0).sum())
-        (1.0, True)
-    """
-    kernel = require_kernel("kernel", kernel)
-    scale = float(require_positive("scale", scale))
-    kh, kw = kernel.shape[-2:]
-    if size is None:
-        ho, wo = kh, kw
-    elif isinstance(size, (tuple, list)) and len(size) == 2:
-        ho, wo = (require_positive("size", v, integer=True) for v in size)
-    else:
-        ho = wo = require_positive("size", size, integer=True)
-    lead = kernel.shape[:-2]
-    work = kernel.dtype if kernel.dtype in (torch.float32, torch.float64) else torch.float32
-    x = kernel.reshape(-1, 1, kh, kw).to(work)
-    total = x.sum((-2, -1), keepdim=True)
-    if scale < 0.5:
-        sig = 0.5 * math.sqrt(1.0 / scale ** 2 - 1.0)
-        x = fft_conv2d(x, gaussian(sig, device=x.device, dtype=work)).clamp_min(0)
-    dev = x.device
-    uy = (torch.arange(ho, device=dev, dtype=work) - ho // 2) / scale + kh // 2
-    ux = (torch.arange(wo, device=dev, dtype=work) - wo // 2) / scale + kw // 2
-    gy, gx = (2 * uy + 1) / kh - 1, (2 * ux + 1) / kw - 1     # align_corners=False coordinates
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).expand(x.shape[0], ho, wo, 2)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    s = out.sum((-2, -1), keepdim=True)
-    centre = torch.zeros_like(out)
-    centre[..., ho // 2, wo // 2] = 1.0
-    out = torch.where(s > 0, out * (total / s.clamp_min(torch.finfo(work).tiny)), centre * total)
-    return out.reshape(lead + (ho, wo)).to(kernel.dtype)
-
-
-# ----------------------------------------------------------------------------- similarity
-def xcorr(a, b, *, shift: bool = True):
-    """Normalised 2-D cross-correlation of two kernels, maximised over integer shifts.
-
-    RDPD compares PSFs by "the 2D cross correlation" (Fig. 5, supplement Fig. S2) without
-    giving a formula. dplab uses the zero-mean normalised (Pearson) correlation between
-    ``a`` and every cyclic shift of ``b``,
-    ``max_t sum_x (a(x) - mean a)(b(x + t) - mean b) / (||a - mean a|| ||b - mean b||)``,
-    computed for all shifts with one FFT. It is 1 for identical kernels and for a copy
-    shifted within the window (cyclic shifts keep the zero-mean energy, unlike zero-padded
-    shifts), lies in [-1, 1] (Cauchy-Schwarz), and ignores a positive gain and an offset.
-    Kernels of different sizes are zero-padded (centred) to the larger size first. MATLAB's
-    ``normxcorr2`` agrees at zero shift and differs at other shifts (partial overlaps).
-
-    Args:
-        a: ``(..., H, W)`` floating tensor, finite, not constant.
-        b: ``(..., H', W')`` floating tensor; leading dims broadcast with ``a``'s.
-        shift: if False, return the zero-shift correlation only.
-
-    Returns:
-        Correlation per leading index (0-dim tensor for 2-D inputs), dtype of the inputs.
-
-    Shape:
-        ``(..., H, W), (..., H', W') -> (...)``.
-
-    Raises:
-        TypeError: non-tensor inputs.
-        ValueError: fewer than 2 dims, NaN/inf, constant inputs, non-broadcastable dims.
-
-    Example:
-        >>> k = butterworth_dp(5.0)[0]
-        >>> round(float(xcorr(k, k)), 6), round(float(xcorr(k, torch.roll(k, 2, -1))), 6)
-        (1.0, 1.0)
-    """
-    a, b = require_tensor("a", a), require_tensor("b", b)
-    for name, t in (("a", a), ("b", b)):
-        if t.ndim < 2:
-            raise ValueError(f"{name} must have at least 2 dims (..., H, W), got {tuple(t.shape)}")
-        require_finite(name, t)
-    h, w = max(a.shape[-2], b.shape[-2]), max(a.shape[-1], b.shape[-1])
-
-    def _prep(t):
-        dh, dw = h - t.shape[-2], w - t.shape[-1]
-        t = F.pad(t, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
-        t = t - t.mean((-2, -1), keepdim=True)
-        return t, t.square().sum((-2, -1)).sqrt()
-
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    (a0, na), (b0, nb) = _prep(a.to(dtype)), _prep(b.to(dtype))
-    for name, nrm in (("a", na), ("b", nb)):
-        if bool((nrm == 0).any()):
-            raise ValueError(f"{name} is constant over (H, W); its correlation is undefined")
-    try:
-        torch.broadcast_shapes(a0.shape, b0.shape)
-    except RuntimeError:
-        raise ValueError(f"leading dims of a {tuple(a.shape)} and b {tuple(b.shape)} "
-                         "do not broadcast") from None
-    if shift:
-        spec = torch.fft.rfft2(a0).conj() * torch.fft.rfft2(b0)
-        num = torch.fft.irfft2(spec, s=(h, w)).amax((-2, -1))
-    else:
-        num = (a0 * b0).sum((-2, -1))
-    return (num / (na * nb)).clamp(-1.0, 1.0)
+    return unbatch(left, batched, dtype), unbatch(left.flip(-1), batched, dtype)

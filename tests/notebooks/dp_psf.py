@@ -136,7 +136,7 @@ def check(metrics, output_dir):
     assert tuple(twin) != (HIDDEN["order"], HIDDEN["alpha"], HIDDEN["beta"], HIDDEN["kappa"])
     assert metrics["sim_est_xcorr_min"] < metrics["sim_twin_xcorr"] < 1.0
     assert metrics["sim_s2_sets_above_est"] >= 1
-    from dplab import psf  # independent check of the twin's closeness, with numpy's xcorr
+    from dplab.optics import psf  # independent check of the twin's closeness, with numpy's xcorr
     import torch
 
     hl = psf.butterworth_dp(HIDDEN["radius_px"], *[HIDDEN[k] for k in ("order", "alpha", "beta", "kappa")],
@@ -184,9 +184,8 @@ def check(metrics, output_dir):
 def _check_real(metrics):
     import torch
 
-    from dplab.optics import calibration
-
     from dplab.optics import psf
+    from dplab.optics import psf_fit
 
     assert metrics["real_kernels_available"] is True
     cells = metrics["real_cell_table"]
@@ -257,8 +256,8 @@ def _check_real(metrics):
             x = 0.5 * (_xcorr_np(left, ml.numpy()) + _xcorr_np(right, mr.numpy()))
             assert math.isclose(x, c["bw_xcorr"], abs_tol=1e-5), (i, x, c["bw_xcorr"])
             # (b) re-running the Eq. S3 search finds the same parameters and X
-            fit = calibration.fit_butterworth(torch.from_numpy(left), torch.from_numpy(right), radii=radii,
-                                              **{k: tuple(v) for k, v in grid.items()})
+            fit = psf_fit.fit_butterworth(torch.from_numpy(left), torch.from_numpy(right), radii=radii,
+                                          **{k: tuple(v) for k, v in grid.items()})
             assert fit.params == p, (i, fit.params, p)
             assert math.isclose(fit.xcorr, c["bw_xcorr"], abs_tol=1e-5)
             # (c) the best-radius Punnappurath score, scanned here with numpy's xcorr
