@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.xin import deconv
-from dplab.xin.deconv import (SIGMA2, bias_correction, expected_energy, hypothesis_energy,
-                          wiener_defocus, wiener_dp)
-from dplab.optics.psf import butterworth_dp, rescale_kernel
+from dplab.optics.kernels import rescale_kernel
+from dplab.optics.psf import butterworth_dp
+from dplab.xin.bias import SIGMA2, bias_correction, expected_energy
+from dplab.xin.kernels import kernel_spectrum
+from dplab.xin.wiener import hypothesis_energy, wiener_defocus, wiener_dp
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -96,7 +97,7 @@ def test_bias_correction_grows_with_defocus_and_batches():
 
 def _periodic_blur(c, k):
     n = c.shape[-1]
-    return torch.fft.irfft2(torch.fft.rfft2(c) * deconv._spectrum(k, n, n), s=(n, n))
+    return torch.fft.irfft2(torch.fft.rfft2(c) * kernel_spectrum(k, n, n), s=(n, n))
 
 
 def test_monte_carlo_noise_biases_the_energy_to_small_defocus_and_B_corrects_it():

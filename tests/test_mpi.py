@@ -8,13 +8,16 @@ import pytest
 import torch
 
 from dplab.data import DatasetNotFoundError, pixel4
-from dplab.xin.deconv import bias_correction
 from dplab.ops.fftconv import fft_conv2d
-from dplab.xin.mpi import (MPI, DPBlur, KernelGrid, composite, defocus_map, layer_scales, lr_schedule,
-                       optimize, render_dp, transmittance)
+from dplab.xin.bias import bias_correction
+from dplab.xin.blur import DPBlur
+from dplab.xin.kernels import KernelGrid
+from dplab.xin.mpi import lr_schedule, optimize
 from dplab.xin.mpi_losses import (LossWeights, charbonnier, collision_entropy, edge_mask,
-                              local_variance)
-from dplab.optics.psf import butterworth_dp, rescale_kernel
+                                  local_variance)
+from dplab.xin.multiplane import MPI, composite, defocus_map, layer_scales, render_mpi, transmittance
+from dplab.optics.kernels import rescale_kernel
+from dplab.optics.psf import butterworth_dp
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +53,7 @@ def test_single_opaque_layer_renders_as_a_convolution():
     kl, kr = butterworth_dp(5.0, size=31)
     img = torch.rand(1, 1, 40, 56, generator=torch.Generator().manual_seed(0))
     mpi = MPI(img.expand(2, 1, 40, 56), torch.ones(2, 1, 40, 56), torch.tensor([1.3, 0.8]))
-    out = render_dp(mpi, kl, kr)
+    out = render_mpi(mpi, kl, kr)
     ref_l = fft_conv2d(img, rescale_kernel(kl, 0.8), padding="replicate")
     ref_r = fft_conv2d(img, rescale_kernel(kr, 0.8), padding="replicate")
     assert torch.allclose(out.left, ref_l, atol=1e-5) and torch.allclose(out.right, ref_r, atol=1e-5)
@@ -67,7 +70,7 @@ def test_occlusion_front_layer_hides_the_back_layer():
     colors = torch.cat([torch.full((1, 1, H, W), 0.2), torch.full((1, 1, H, W), 0.8)])
     alphas = torch.cat([torch.ones(1, 1, H, W), a_front])
     mpi = MPI(colors, alphas, torch.tensor([1.0, 0.5]))
-    out = render_dp(mpi, kl, kr)
+    out = render_mpi(mpi, kl, kr)
     k = rescale_kernel(kl, 0.5)
     ka = fft_conv2d(a_front, k / k.sum(), padding="replicate")
     kb = rescale_kernel(kl, 1.0)

@@ -1,4 +1,4 @@
-"""The noise-bias helpers of dplab.xin.deconv (Xin et al. ICCV 2021, supplement C.2): periodic
+"""The noise-bias helpers of dplab.xin.noise_bias (Xin et al. ICCV 2021, supplement C.2): periodic
 blur, per-hypothesis energy curves, the closed-form noise expectation for a known scene, and
 the Monte Carlo driver. Each is checked against an independent numpy computation."""
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.xin.deconv import (bias_correction, energy_curve, expected_energy, noise_bias_trials,
-                          periodic_blur, scene_expected_energy)
+from dplab.xin.bias import bias_correction, expected_energy
+from dplab.xin.noise_bias import energy_curve, noise_bias_trials, periodic_blur, scene_expected_energy
 from dplab.optics.psf import butterworth_dp
 
 

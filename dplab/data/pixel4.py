@@ -223,8 +223,8 @@ def load_scene(scene: str, data_dir: Path | str | None = None, *, crop: bool = T
 def load_kernel_grid(data_dir: Path | str | None = None, *, view_sum: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """The calibrated kernels as a ``(6, 8, 61, 61)`` grid per view (row-major cells).
 
-    The shape :class:`dplab.xin.mpi.DPBlur`, :func:`dplab.xin.mpi.optimize` and
-    :func:`dplab.xin.deconv.wiener_defocus` take for spatially varying kernels (with
+    The shape :class:`dplab.xin.blur.DPBlur`, :func:`dplab.xin.mpi.optimize` and
+    :func:`dplab.xin.wiener.wiener_defocus` take for spatially varying kernels (with
     ``cell_hw=CELL_PX``).
 
     Args:

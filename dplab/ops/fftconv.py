@@ -1,7 +1,7 @@
 """2-D convolution through FFTs, for the large blur kernels of defocus rendering.
 
 A direct ``conv2d`` with a 61x61 kernel costs ``61^2`` multiply-adds per pixel; an FFT costs
-``O(log N)`` per pixel whatever the kernel size (DESIGN.md, Conventions). :func:`fft_conv2d`
+``O(log N)`` per pixel whatever the kernel size. :func:`fft_conv2d`
 computes a true convolution (the kernel is *not* used as a correlation template, unlike
 ``torch.nn.functional.conv2d``) with 'same' output size, with the image extended by zero,
 replicate or reflect padding, and FFT sizes rounded up to 2-3-5-smooth lengths
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from dplab._validate import require_choice, require_finite, require_image, require_positive, require_tensor
 
-__all__ = ["fast_len", "fft_conv2d", "PADDING_MODES"]
+__all__ = ["fast_len", "pad_index", "fft_conv2d", "PADDING_MODES"]
 
 PADDING_MODES = ("zero", "replicate", "reflect")
 
@@ -60,8 +60,30 @@ def fast_len(n: int) -> int:
     return best
 
 
-def _pad_index(size: int, before: int, after: int, mode: str, device) -> torch.Tensor:
-    """Source indices of a padded axis (any pad width, also wider than the axis)."""
+def pad_index(size: int, before: int, after: int, mode: str, device=None) -> torch.Tensor:
+    """Source indices of a padded axis (any pad width, also wider than the axis).
+
+    ``x.index_select(dim, pad_index(n, before, after, mode))`` extends an axis of length ``n``
+    by ``before`` and ``after`` samples: ``"replicate"`` repeats the edge sample, ``"reflect"``
+    mirrors about the edge samples without repeating them (numpy/torch 'reflect'), and pads
+    wider than the axis keep mirroring.
+
+    Args:
+        size: length of the axis (>= 1).
+        before: samples added before the first one (>= 0).
+        after: samples added after the last one (>= 0).
+        mode: ``"replicate"`` or ``"reflect"`` (any other value reads as ``"reflect"``).
+        device: device of the returned index.
+
+    Returns:
+        ``(before + size + after,)`` long tensor of indices into the axis.
+
+    Example:
+        >>> pad_index(4, 2, 3, "reflect").tolist()
+        [2, 1, 0, 1, 2, 3, 2, 1, 0]
+        >>> pad_index(4, 2, 3, "replicate").tolist()
+        [0, 0, 0, 1, 2, 3, 3, 3, 3]
+    """
     idx = torch.arange(-before, size + after, device=device)
     if mode == "replicate" or size == 1:
         return idx.clamp(0, size - 1)
@@ -135,8 +157,8 @@ def fft_conv2d(image: torch.Tensor, kernel: torch.Tensor, padding: str = "zero")
         x = F.pad(x, (left, right, top, bottom))
     else:
         mode = padding
-        x = x.index_select(-2, _pad_index(H, top, bottom, mode, x.device))
-        x = x.index_select(-1, _pad_index(W, left, right, mode, x.device))
+        x = x.index_select(-2, pad_index(H, top, bottom, mode, x.device))
+        x = x.index_select(-1, pad_index(W, left, right, mode, x.device))
     hp, wp = x.shape[-2:]  # H + kh - 1, W + kw - 1
     n1, n2 = fast_len(hp), fast_len(wp)
     spec = torch.fft.rfft2(x, s=(n1, n2)) * torch.fft.rfft2(k, s=(n1, n2))

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from dplab._validate import require_positive, require_tensor
+from dplab.xin.multiplane import render_layers, visibility
 
 __all__ = ["LossWeights", "charbonnier", "local_variance", "edge_mask", "edge_aware_tv",
            "collision_entropy", "mpi_loss", "GAMMA", "BETA"]
@@ -231,7 +232,7 @@ def mpi_loss(colors, alphas, obs, blur, gain, layer_bias, weights: LossWeights, 
         colors: ``(N, C, H, W)`` intensities in view units (observations divided by their max).
         alphas: ``(N, 1, H, W)`` alphas, ``alphas[0] = 1``.
         obs: ``(2, C, H, W)`` left and right observations, divided by their max.
-        blur: :class:`dplab.xin.mpi.DPBlur` for the layers.
+        blur: :class:`dplab.xin.blur.DPBlur` for the layers.
         gain: ``(2,)`` per-view factor on the colour term (1 for equal view sums).
         layer_bias: ``(N,)`` bias ``B(d_i)`` (already scaled by ``mean(obs) / 0.5``; zeros to
             disable).
@@ -245,7 +246,7 @@ def mpi_loss(colors, alphas, obs, blur, gain, layer_bias, weights: LossWeights, 
         (empty unless ``detail``).
 
     Example:
-        >>> from dplab.xin.mpi import DPBlur
+        >>> from dplab.xin.blur import DPBlur
         >>> from dplab.optics.psf import butterworth_dp
         >>> kl, kr = butterworth_dp(2.0, size=9)
         >>> blur = DPBlur(kl, kr, [1.0, 0.5], (16, 16))
@@ -255,12 +256,10 @@ def mpi_loss(colors, alphas, obs, blur, gain, layer_bias, weights: LossWeights, 
         >>> round(float(total), 4)   # perfect fit, flat, opaque front layer: zero loss
         0.0
     """
-    from dplab.xin.mpi import _render, _visibility
-
     N = colors.shape[0]
     s = 0.5 / obs.mean()
     B = layer_bias.to(colors.dtype).reshape(N, 1, 1, 1, 1)
-    views, trans_b, bc = _render(colors, alphas, blur, gain)     # (2,C,H,W), (N,2,1,H,W), (N,2,C,H,W)
+    views, trans_b, bc = render_layers(colors, alphas, blur, gain)  # (2,C,H,W), (N,2,1,H,W), (N,2,C,H,W)
 
     # Eqs. 7-8: bias-corrected data loss
     b_all = (trans_b * B).sum(0)                                  # (2, 1, H, W)
@@ -269,7 +268,7 @@ def mpi_loss(colors, alphas, obs, blur, gain, layer_bias, weights: LossWeights, 
     l_aux = s * N * (trans_b.detach() * charbonnier((bc - obs.unsqueeze(0)).square(), gamma, B)).mean()
 
     # Eq. 11: intensity smoothness on the all-in-focus image and the layers
-    t = alphas * _visibility(alphas)                              # (N, 1, H, W)
+    t = alphas * visibility(alphas)                               # (N, 1, H, W)
     sharp = (t * colors).sum(0, keepdim=True).mean(1)             # (1, H, W), channel mean
     var_s = local_variance(s * sharp)
     tv_s = charbonnier(var_s, gamma)

@@ -1,6 +1,6 @@
 """Xin et al. (ICCV 2021) on real Pixel 4 dual-pixel scenes: loading, the two methods, scoring.
 
-Recipes that tie :mod:`dplab.data.pixel4`, :func:`dplab.xin.deconv.wiener_defocus` and
+Recipes that tie :mod:`dplab.data.pixel4`, :func:`dplab.xin.wiener.wiener_defocus` and
 :func:`dplab.xin.mpi.optimize` together the way the paper evaluates them (Sec. 5, Table 1,
 supplement B and D), so that chapters and benchmarks run the same code:
 
@@ -44,12 +44,14 @@ from dplab._io import atomic_file
 from dplab._validate import require_image, require_positive
 from dplab.data import pixel4
 from dplab.data.manifest import DatasetNotFoundError, dataset_dir
-from dplab.xin.deconv import wiener_defocus
 from dplab.metrics.image import mae, psnr, ssim
 from dplab.metrics.defocus import aiwe1, aiwe2, spearman_error
-from dplab.xin.mpi import MPI, MPIResult, optimize, render_dp
+from dplab.optics.kernels import rescale_kernel
+from dplab.optics.psf import butterworth_dp
+from dplab.xin.mpi import MPIResult, optimize
 from dplab.xin.mpi_losses import LossWeights
-from dplab.optics.psf import butterworth_dp, rescale_kernel
+from dplab.xin.multiplane import MPI, render_mpi
+from dplab.xin.wiener import wiener_defocus
 
 __all__ = ["XinScene", "load_xin_scene", "blurred_input", "run_wiener", "run_mpi", "align_to_gt",
            "score", "synthetic_scene", "save_results", "METRIC_KEYS", "PAPER_TABLE1"]
@@ -187,7 +189,7 @@ def load_xin_scene(scene: str, data_dir=None, *, crop=None, downscale: int = 1) 
         crop: ``(top, left, h, w)`` in the central 1008x1344 field's coordinates (None: all
             of it); every entry a multiple of ``downscale``.
         downscale: integer box-downsampling factor dividing 168; the kernels are resized by
-            ``1 / downscale`` (:func:`dplab.optics.psf.rescale_kernel`, sums kept).
+            ``1 / downscale`` (:func:`dplab.optics.kernels.rescale_kernel`, sums kept).
 
     Returns:
         :class:`XinScene` (views, ground truth, kernel grid, cell size, the authors' settings).
@@ -255,7 +257,7 @@ def run_wiener(s: XinScene, *, bias: bool = True, n_hypotheses: int = 16, window
         n_hypotheses: number of scale hypotheses (>= 2).
         window: odd energy-averaging window; default 31 px at full resolution, scaled by
             ``1 / downscale`` (at least 3).
-        **kw: passed to :func:`dplab.xin.deconv.wiener_defocus` (``sigma2``, ``phi2``, ``blend_px``:
+        **kw: passed to :func:`dplab.xin.wiener.wiener_defocus` (``sigma2``, ``phi2``, ``blend_px``:
             default 8 px scaled by ``1 / downscale``).
 
     Returns:
@@ -406,9 +408,9 @@ def synthetic_scene(hw=(96, 128), *, image=("brick", "gravel", "astronaut"), rad
 
     Background at the ``far`` scale, a rectangle at the middle scale and an ellipse at ``near``,
     each textured with a photo (the all-in-focus image is their composite, Eq. 1); the DP views are
-    :func:`dplab.xin.mpi.render_dp` of that MPI with Butterworth DP kernels of radius ``radius_px``
-    at scale 1. The same forward model as the optimiser: a check of the optimisation, not of
-    the image-formation model.
+    :func:`dplab.xin.multiplane.render_mpi` of that MPI with Butterworth DP kernels of radius
+    ``radius_px`` at scale 1. The same forward model as the optimiser: a check of the
+    optimisation, not of the image-formation model.
 
     Args:
         hw: image size ``(H, W)``.
@@ -449,7 +451,7 @@ def synthetic_scene(hw=(96, 128), *, image=("brick", "gravel", "astronaut"), rad
     mpi = MPI(photos.contiguous(), alphas, scales)
     size = 2 * math.ceil(radius_px * far * 1.3 + 2) + 1
     kl, kr = butterworth_dp(float(radius_px), size=size)
-    views = render_dp(mpi, kl, kr)
+    views = render_mpi(mpi, kl, kr)
     left, right = views.left, views.right
     if noise > 0:
         g = torch.Generator().manual_seed(int(seed))

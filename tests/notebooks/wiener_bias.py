@@ -178,7 +178,7 @@ def check(metrics, output_dir):
 def _check_real(metrics, scene):
     import torch
 
-    from dplab.optics.psf import rescale_kernel
+    from dplab.optics.kernels import rescale_kernel
 
     assert metrics["real_kernels_available"] is True
     cell = metrics["real_cell"]
