@@ -64,3 +64,21 @@ def test_adjoint_refuses_the_wrong_shape():
         blur.adjoint(torch.zeros(3, 2, 1, 16, 16))
     with pytest.raises(TypeError):
         blur.adjoint([[0.0]])
+
+
+def test_even_kernels_and_impossible_alphas_are_refused():
+    """An even kernel has no centre pixel (wiener_dp and DPBlur took one and shifted the result by
+    half a pixel); an alpha of 3 gave a transmittance of -24 and NaN passed through."""
+    from dplab.xin.blur import DPBlur
+    from dplab.xin.multiplane import transmittance
+    from dplab.xin.wiener import wiener_dp
+
+    k = torch.ones(4, 4) / 32
+    with pytest.raises(ValueError, match="odd height and width"):
+        wiener_dp(torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16), k, k)
+    with pytest.raises(ValueError, match="odd height and width"):
+        DPBlur(k, k, [1.0], (16, 16))
+    for bad in (3.0, -0.5, float("nan")):
+        a = torch.tensor([1.0, bad]).reshape(2, 1, 1, 1)
+        with pytest.raises(ValueError, match=r"alphas must lie in \[0, 1\]"):
+            transmittance(a)

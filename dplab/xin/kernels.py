@@ -52,8 +52,8 @@ def kernel_pair(k_left, k_right):
 
     Raises:
         TypeError: non-tensor kernels.
-        ValueError: negative or non-finite entries, different shapes or devices, a kernel
-            with a zero sum.
+        ValueError: negative or non-finite entries, different shapes or devices, an even
+            height or width (no centre pixel), a kernel with a zero sum.
 
     Example:
         >>> kl, kr = kernel_pair(torch.ones(3, 3), torch.ones(3, 3))
@@ -67,6 +67,10 @@ def kernel_pair(k_left, k_right):
                          f"and {tuple(k_right.shape)}")
     if k_left.device != k_right.device:
         raise ValueError(f"k_left is on {k_left.device} but k_right is on {k_right.device}")
+    kh, kw = k_left.shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernels must have odd height and width (a centre pixel), got {kh}x{kw}; pad an "
+                         "even kernel with one row/column of zeros on the side its centre should move away from")
     sums = torch.cat([k_left.sum((-2, -1)).reshape(-1), k_right.sum((-2, -1)).reshape(-1)])
     if bool((sums <= 0).any()):
         raise ValueError("k_left and k_right must have a positive sum (an all-zero kernel has no "

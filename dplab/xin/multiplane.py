@@ -90,6 +90,9 @@ def _check_alphas(alphas):
     alphas = require_tensor("alphas", alphas)
     if alphas.ndim != 4 or alphas.shape[1] != 1:
         raise ValueError(f"alphas must have shape (N, 1, H, W), got {tuple(alphas.shape)}")
+    if not bool(((alphas >= 0) & (alphas <= 1)).all()):  # also False for NaN
+        raise ValueError("alphas must lie in [0, 1] (opacities) and be finite; found "
+                         f"min {float(alphas.min()):g}, max {float(alphas.max()):g}")
     return alphas
 
 
@@ -106,7 +109,7 @@ def transmittance(alphas: torch.Tensor) -> torch.Tensor:
         ``(N, 1, H, W) -> (N, 1, H, W)``.
 
     Raises:
-        TypeError / ValueError: wrong type or shape.
+        TypeError / ValueError: wrong type or shape, or an alpha outside [0, 1] or NaN.
 
     Example:
         >>> a = torch.tensor([1.0, 0.5, 0.5]).reshape(3, 1, 1, 1)
