@@ -44,7 +44,7 @@ _build/.dplab-hash: FORCE
 	   echo "$$new" > $@; fi
 
 book: $(STAMP) _build/.dplab-hash
-	$(BIN)/jupyter-book build . $(JB_FLAGS)
+	TQDM_DISABLE=1 $(BIN)/jupyter-book build . $(JB_FLAGS)
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
 # BENCH_ARGS, e.g. "--devices cuda" or "--cpu-scale 0.5 --threads 2" (see benchmarks/suite.py --help).

@@ -79,6 +79,8 @@ class NotebookRunner:
             # Headless, but figures must still reach the notebook: the inline backend renders
             # with Agg and emits PNG outputs, whereas plain "agg" would silently drop them.
             os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+            # Progress bars of long loops (MPI, fits, trials) are for people at a terminal.
+            os.environ["TQDM_DISABLE"] = "1"
             rel = notebook.relative_to(ROOT)
             variant = "no_data" if without_data else "with_data"
             executed = self.workdir / variant / "executed" / rel
