@@ -11,9 +11,11 @@ from harness import pixel4_folder
 from dplab.optics.distortion import RDPD_DISTORTION_COEFFS, distort
 from dplab.ops.fftconv import fft_conv2d
 from dplab.optics.thin_lens import Camera
-from dplab.optics.psf import butterworth_dp, disk, punnappurath_dp
+from dplab.optics.kernels import disk
+from dplab.optics.psf import butterworth_dp, punnappurath_dp
 from dplab.render.layered import (DPSample, add_dp_noise, layer_psfs, quantize_coc, render_dp,
                           render_views)
+from dplab.render.reference import aperture_reference
 
 
 def _rand(*shape, seed=0):
@@ -317,3 +319,16 @@ def test_bad_inputs_raise_clear_errors():
         render_dp(img[0], coc)
     with pytest.raises(ValueError, match="psf callable"):
         render_dp(img, coc + 3, psf=lambda r: (torch.ones(r.numel(), 4, 4),) * 2)
+
+
+def test_aperture_reference_in_focus_and_occlusion():
+    bg, fg = _rand(1, 3, 24, 32, seed=1), _rand(1, 3, 24, 32, seed=2)
+    # one full-frame layer in focus: every pinhole view is the image itself
+    assert torch.allclose(aperture_reference([(bg, None, 0.0)]), bg, atol=1e-6)
+    # an opaque near layer in focus hides the blurred background inside its mask
+    mask = torch.zeros(1, 1, 24, 32)
+    mask[..., 6:18, 8:24] = 1
+    out = aperture_reference([(bg, None, 3.0), (fg, mask, 0.0)])
+    assert torch.equal(out[..., 6:18, 8:24], fg[..., 6:18, 8:24])
+    far = aperture_reference([(bg, None, 3.0)])
+    assert torch.allclose(out[..., :2, :], far[..., :2, :], atol=1e-6)  # rows the mask never reaches

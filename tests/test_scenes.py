@@ -1,4 +1,5 @@
-"""Scenes (dplab.render.scenes): bundled photos, generated depth, motion, SYNTHIA-SF decoding."""
+"""Scenes (dplab.render.scenes): bundled photos, generated depth, motion; SYNTHIA-SF decoding
+(dplab.render.synthia)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dplab.render.scenes import (BUNDLED_IMAGES, COLOR_IMAGES, Scene, SceneObject, decode_synthia_depth,
-                          encode_synthia_depth, fronto_parallel_depth, load_image,
-                          objects_scene, random_scene, read_synthia_frame, slanted_plane_depth,
-                          synthia_frames)
+from dplab.render.scenes import (BUNDLED_IMAGES, COLOR_IMAGES, Scene, SceneObject, fronto_parallel_depth,
+                                 load_image, objects_scene, random_scene, slanted_plane_depth)
+from dplab.render.synthia import decode_synthia_depth, encode_synthia_depth, read_synthia_frame, synthia_frames
 
 
 def test_every_bundled_image_loads_offline(monkeypatch):

@@ -15,7 +15,7 @@ under confidence weights ``w``, then:
   correlation, computed as the weighted Pearson correlation of the ranks of ``(x, y)`` and of
   ``(-x, y)``, keeping the larger.
 
-Details follow google-research ``dual_pixels/eval/get_metrics.py`` (REFERENCE_FACTS): ranks
+Details follow the authors' code (google-research ``dual_pixels/eval/get_metrics.py``): ranks
 are ordinal (``argsort(argsort(z))``, ties broken by position, not averaged), are computed
 over *all* pixels (zero-weight pixels included) and rescaled to about ``[-1, 1]``; the
 reference passes ``l2_regularizer=1e-5`` to ``tf.linalg.lstsq`` with ``fast=False``, a mode

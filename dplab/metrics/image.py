@@ -1,4 +1,5 @@
-"""Image-quality metrics with the DPDD conventions (REFERENCE_FACTS, "Metrics").
+"""Image-quality metrics with the DPDD conventions (DPDNet, Abuolaim & Brown, ECCV 2020, and its
+code's ``metrics.py``).
 
 All metrics take ``(B, C, H, W)`` float tensors in [0, 1] and return one value per image,
 a ``(B,)`` float64 tensor, computed in float64:
@@ -13,8 +14,8 @@ a ``(B,)`` float64 tensor, computed in float64:
 * :func:`mae` -- mean absolute error over all pixels and channels;
 * :func:`mse`.
 
-The defocus-map metrics of Xin et al. / Garg et al. (AIWE(1), AIWE(2), 1 - |rho_s|) belong
-here too and are added by their own issue.
+The defocus-map metrics of Xin et al. / Garg et al. (AIWE(1), AIWE(2), 1 - |rho_s|) are
+defined in :mod:`dplab.metrics.defocus` and re-exported here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from dplab._validate import require_image, require_positive
 
-# Defocus-map metrics (Garg et al., ICCV 2019) live in metrics_defocus; re-exported here so
+# Defocus-map metrics (Garg et al., ICCV 2019) live in dplab.metrics.defocus; re-exported here so
 # that every metric is reachable as dplab.metrics.image.<name>.
 from dplab.metrics.defocus import aiwe1, aiwe2, spearman_error  # noqa: E402
 

@@ -9,7 +9,7 @@ bias), averaged over space and summed over the five layers.
 
 The VGG-16 is written here (:class:`VGG16Features`, indexed like torchvision's
 ``vgg16().features``) and built from a layer configuration by :func:`vgg_layers`, the same
-pattern as :class:`dplab.training.losses.VGG19Features`. Nothing is downloaded: :func:`load_lpips`
+pattern as :class:`dplab.training.vgg.VGG19Features`. Nothing is downloaded: :func:`load_lpips`
 reads two local files (see :func:`default_lpips_paths`).
 """
 

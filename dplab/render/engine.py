@@ -6,7 +6,8 @@ farthest). Each layer has a left/right PSF pair. The work per layer is restricte
 
 * ``"alpha"`` (RDPD Sec. 3): the blurred layer is non-zero only within ``h`` pixels of the
   layer's bounding box (``h`` = the kernel's half-width), so colour ``I * M`` and mask ``M``
-  are blurred on that window only and composited *over* the running result there.
+  are blurred on that window only and composited *over* the running result there
+  (:func:`dplab.ops.compositing.over`).
 * ``"hard_mask"`` (the authors' generator): the whole image is blurred with the layer's PSF,
   but only the layer's own pixels are kept, so only the bounding box is computed, from the
   image around it.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dplab.ops.compositing import over
 from dplab.ops.fftconv import fast_len
 
 __all__ = ["Chunk", "trim_kernels", "label_boxes", "plan_chunks", "render_sample"]
@@ -188,8 +190,8 @@ def render_sample(image, labels, kernels, *, mode, normalize, backend, budget_by
             o, cov = out[win], cover[win]
             for j in range(y.shape[0]):  # back to front: "over" with the blurred mask as alpha
                 a = (2.0 * y[j, :, C:]).clamp(0.0, 1.0)  # each view's PSF sums to 1/2
-                o.mul_(1.0 - a).add_(y[j, :, :C])
-                cov.mul_(1.0 - a).add_(a)
+                over(o, y[j, :, :C], a, inplace=True)
+                over(cov, a, a, inplace=True)
         else:
             y = _blur_valid(img[None], k, (oh, ow), backend)  # (Lc, 2, C, oh, ow)
             inner = lab[r:r + oh, r:r + ow]

@@ -49,7 +49,8 @@ from dplab._validate import (require_choice, require_image, require_number, requ
                         require_tensor)
 from dplab.optics.distortion import distort
 from dplab.optics.thin_lens import Camera
-from dplab.optics.psf import butterworth_dp, disk, punnappurath_dp
+from dplab.optics.kernels import disk
+from dplab.optics.psf import butterworth_dp, punnappurath_dp
 
 __all__ = ["DPSample", "PSF_MODELS", "RDPD_NOISE_SIGMAS", "quantize_coc", "layer_psfs",
            "render_views", "add_dp_noise", "render_dp"]

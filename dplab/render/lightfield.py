@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from dplab._validate import require_image, require_positive
+from dplab.ops.compositing import over
 
 __all__ = ["subaperture_offsets", "shift_views", "lightfield_psf", "render_lightfield",
            "lightfield_sample", "LightFieldDataset"]
@@ -114,9 +115,9 @@ def render_lightfield(image: torch.Tensor, radius_px: torch.Tensor, *, grid: int
     minimum and maximum, nearest level per pixel). Layers are composited back to front
     (decreasing radius: farther behind the focal plane first): for layer ``i`` with mask
     ``M_i``, colour ``c_i = mean_n shift_n(I M_i)`` and alpha ``a_i = mean_n shift_n(M_i)``,
-    ``out <- out (1 - a_i) + c_i``; with ``normalize`` divided by the coverage
-    ``1 - prod_i (1 - a_i)``. A single layer of radius ``r`` is the convolution with
-    :func:`lightfield_psf` (up to the border rule).
+    ``out <- out (1 - a_i) + c_i`` (:func:`dplab.ops.compositing.over`); with ``normalize``
+    divided by the coverage ``1 - prod_i (1 - a_i)``. A single layer of radius ``r`` is the
+    convolution with :func:`lightfield_psf` (up to the border rule).
 
     Args:
         image: ``(B, C, H, W)`` in [0, 1].
@@ -161,7 +162,7 @@ def render_lightfield(image: torch.Tensor, radius_px: torch.Tensor, *, grid: int
             both = torch.cat([image[k:k + 1] * m, m], 1)
             views = shift_views(both, float(levels[i]), offsets).mean(1)
             col, alpha = views[:, :c], views[:, c:].clamp(0, 1)
-            out[k:k + 1] = out[k:k + 1] * (1 - alpha) + col
+            out[k:k + 1] = over(out[k:k + 1], col, alpha)
             trans[k:k + 1] = trans[k:k + 1] * (1 - alpha)
     if normalize:
         out = out / (1 - trans).clamp_min(1e-6)

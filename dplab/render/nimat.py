@@ -5,7 +5,7 @@ Rotating the input by 0, 45, 90 and 135 degrees before prediction and rotating t
 views back gives eight views whose disparity points in eight directions, 45 degrees apart;
 cycling through them makes the image "move" (Fig. 6, supplement Figs. S3-S7).
 
-Steps (authors' code, REFERENCE_FACTS.md):
+Steps (the authors' code, ``mdp_code/data.py``: ``test_generator_image_nimat``):
 
 1. pad the image with zeros to a centred square of side ``ceil(sqrt(H^2 + W^2))`` rounded up
    to a multiple of 16, so no rotation cuts off image content and the U-Net's four poolings
