@@ -78,6 +78,7 @@ def test_notebook_runs_in_test_profile(notebook: Path, notebook_runner):
     minimum = getattr(checker, "MIN_FIGURES", 0)
     assert figures >= minimum, f"{notebook.name} showed {figures} figure(s), its checker expects at least {minimum}"
     _assert_every_glue_key_recorded(run.executed)
+    _assert_no_stray_output(run.executed)
     checker.check(payload["metrics"], run.output_dir)
 
 
@@ -134,6 +135,33 @@ def test_glue_key_scanner_finds_roles_and_directives():
                  {"output_type": "display_data", "metadata": {"scrapbook": {"name": "x", "mime_prefix": ""}}}]}]
     assert glue_keys_cited(cells) == {"x", "y", "fig_a"}
     assert glue_keys_recorded(cells) == {"x"}
+
+
+def stray_outputs(cells) -> list[tuple[int, str]]:
+    """Code cells whose last expression leaks its bare value onto the page: an ``execute_result``
+    with only ``text/plain`` (a float, a path, a dict, a quoted string). Tables, figures and
+    widgets carry richer data; printed text is a ``stream`` output and is meant to be read."""
+    leaks = []
+    for i, cell in enumerate(cells):
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            if out["output_type"] == "execute_result" and set(out.get("data", {})) <= {"text/plain"}:
+                leaks.append((i, "".join(out["data"].get("text/plain", ""))[:80]))
+    return leaks
+
+
+def _assert_no_stray_output(executed: Path) -> None:
+    leaks = stray_outputs(json.loads(executed.read_text())["cells"])
+    assert not leaks, (f"{executed.name}: cells leak a bare value onto the page (end the cell with a statement, "
+                       f"or assign the value): {leaks}")
+
+
+def test_stray_output_scanner():
+    cells = [{"cell_type": "code", "outputs": [{"output_type": "execute_result", "data": {"text/plain": ["0.5"]}}]},
+             {"cell_type": "code", "outputs": [{"output_type": "execute_result",
+                                                "data": {"text/plain": ["<table>"], "text/html": ["<table>"]}}]},
+             {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": ["printed"]}]},
+             {"cell_type": "markdown", "source": ["x"]}]
+    assert stray_outputs(cells) == [(0, "0.5")]
 
 
 def _count_figures(executed: Path) -> int:
