@@ -16,7 +16,7 @@ the row is marked extrapolated); ``--cpu-scale 1`` times the full image.
 
 *Training* (:func:`training_rows`): one :meth:`dplab.training.trainer.Trainer.train_step` (forward, MSE
 loss, backward, the recipe's optimizer: Adam, or RAdam for DRBNet) on a batch of the recipe's
-patch size and batch size (``dplab.training.trainer.RECIPES``: DPDNet 512 px x 5, RDPD 512 x 8 single
+patch size and batch size (``dplab.training.recipes.RECIPES``: DPDNet 512 px x 5, RDPD 512 x 8 single
 frames, DRBNet 320 x 8, MDP step 2 512 x 8), in fp32 and, on CUDA, with the Trainer's AMP
 (fp16 autocast + GradScaler). Throughput is samples per second. On the CPU one sample of a
 ``cpu_scale`` crop is timed and scaled by pixel count and batch size (marked extrapolated).
@@ -36,17 +36,24 @@ import torch
 
 from bench_common import amp_dtype, autocast, best_time, format_table, make_row, scaled_hw
 from dplab.models import build, count_parameters
-from dplab.training.trainer import RECIPES, Trainer
+from dplab.models.registry import INPUT_CHANNELS, model_inputs, network_forward
+from dplab.training.recipes import RECIPES
+from dplab.training.trainer import Trainer
 
 NETWORKS = ("dpdnet", "rdpd", "drbnet", "drbnet_dual", "mdp")
-INPUT_CHANNELS = {"dpdnet": 6, "rdpd": 7, "drbnet": 3, "drbnet_dual": 6, "mdp": 3}
+
+
+def input_channels(name: str) -> int:
+    """Channels of the input the registry entry of ``name`` declares (RDPD: left, right, radial)."""
+    return sum(INPUT_CHANNELS[k] for k in model_inputs(name))
+
 #: Published seconds per 1680x1120 image (GPU) and where they come from.
 PAPER_SECONDS = {
     "dpdnet": (0.5, "paper: RDPD Table 1, GPU"),
     "rdpd": (0.3, "paper: RDPD Table 1, GPU"),
     "mdp": (0.5, "paper: MDP Table 1, TITAN X"),
 }
-#: The training recipe (dplab.training.trainer.RECIPES) whose patch size, batch and optimizer are timed.
+#: The training recipe (dplab.training.recipes.RECIPES) whose patch size, batch and optimizer are timed.
 #: DRBNet's code has no training script and no dual-pixel recipe: both variants use stage 1.
 TRAIN_RECIPE = {"dpdnet": "dpdnet", "rdpd": "rdpd", "drbnet": "drbnet_lfdof", "drbnet_dual": "drbnet_lfdof",
                 "mdp": "mdp_step2"}
@@ -89,7 +96,7 @@ def inference_rows(name: str, device, size=(1120, 1680), *, scale: float = 1.0, 
     torch.manual_seed(0)
     model = build(name, **(model_cfg or {})).to(device).eval()
     n_params = count_parameters(model)
-    x = torch.rand(1, INPUT_CHANNELS[name], h, w, generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.rand(1, input_channels(name), h, w, generator=torch.Generator().manual_seed(0)).to(device)
     extrapolated = (h, w) != (h_full, w_full)
     factor = h_full * w_full / (h * w)
     out, fp32 = [], None
@@ -111,7 +118,7 @@ def inference_rows(name: str, device, size=(1120, 1680), *, scale: float = 1.0, 
         else:
             dtype, fp32 = "fp32", seconds
             ref_s, ref = PAPER_SECONDS.get(name, (None, None))
-        out.append(make_row(f"{name} inference", device, dtype, f"1x{INPUT_CHANNELS[name]}x{h_full}x{w_full}",
+        out.append(make_row(f"{name} inference", device, dtype, f"1x{input_channels(name)}x{h_full}x{w_full}",
                             seconds, unit="images/s", reference=ref, reference_seconds=ref_s,
                             extrapolated=extrapolated, note=note))
     model = x = None  # free before the next network
@@ -157,8 +164,8 @@ def training_rows(name: str, device, *, patch: int | None = None, batch: int | N
     factor = (patch * patch * batch) / (p * p * b)
     extrapolated = factor != 1
     g = torch.Generator().manual_seed(0)
-    data = {"input": torch.rand(b, INPUT_CHANNELS[name], p, p, generator=g).to(device),
-            "sharp": torch.rand(b, 3, p, p, generator=g).to(device)}
+    data = {k: torch.rand(b, INPUT_CHANNELS[k], p, p, generator=g).to(device) for k in model_inputs(name)}
+    data["sharp"] = torch.rand(b, 3, p, p, generator=g).to(device)
     small = {k: v[:1, :, :32, :32] for k, v in data.items()}
     out, fp32 = [], None
     for use_amp in (False, True) if amp else (False,):
@@ -169,7 +176,7 @@ def training_rows(name: str, device, *, patch: int | None = None, batch: int | N
                   "progress": False, "checkpoint_every": 0}
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(model, _loss, [0], config, output_dir=tmp, resume=False,
-                              forward=lambda m, bt: m(bt["input"]))
+                              forward=network_forward(name))     # the registry's inputs, as in training
             trainer.train_step(data if cuda else small)  # warm-up: optimizer state, cuDNN choice
             t = best_time(lambda: trainer.train_step(data), device, repeats=repeats)
         seconds = t * factor  # per step of `batch` samples of `patch` px

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import machine_info  # noqa: E402
 from dplab._io import atomic_file  # noqa: E402
 from dplab.metrics.image import mae, psnr, ssim  # noqa: E402
-from dplab.models import list_pretrained, pretrained  # noqa: E402
-from dplab.eval.heldout import heldout_config, heldout_samples
+from dplab.models import count_parameters, list_pretrained, pretrained  # noqa: E402
+from dplab.eval.heldout import heldout_config, heldout_samples  # noqa: E402
 from dplab.eval.zoo import NetworkMethod  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def run(images: int | None = None) -> list[dict]:
         v = score(NetworkMethod(net))
         mean = {k: sum(x) / len(x) for k, x in v.items()}
         base = {k: sum(x) / len(x) for k, x in blurred.items()}
-        rows.append({"network": name, "params": sum(p.numel() for p in net.parameters()), "images": n,
+        rows.append({"network": name, "params": count_parameters(net), "images": n,
                      "psnr": mean["psnr"], "ssim": mean["ssim"], "mae": mean["mae"],
                      "blurred_psnr": base["psnr"], "blurred_ssim": base["ssim"], "blurred_mae": base["mae"],
                      "gain_psnr": mean["psnr"] - base["psnr"], "gain_ssim": mean["ssim"] - base["ssim"],

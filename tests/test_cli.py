@@ -19,7 +19,7 @@ from dplab.data import DPDDDataset
 from dplab.data.pngio import write_png
 from dplab.metrics.image import psnr
 from dplab.models import build, count_parameters, from_checkpoint
-from dplab.training.trainer import load_checkpoint
+from dplab.training.checkpoints import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dplab.data import DPDDDataset, write_png
-from dplab.eval.evaluate import Table, compare, count_parameters, evaluate, format_table
+from dplab.eval.evaluate import Table, compare, evaluate, format_table, method_parameters
 from dplab.metrics.image import mae, psnr, ssim
 
 
@@ -46,7 +46,8 @@ def test_evaluate_a_module_counts_parameters_and_clips():
     table = evaluate(lambda b, m=model: m(b["combined"]), data, name="const")
     assert table.params is None
     wrapped = type("Method", (), {"model": model, "__call__": lambda self, b: model(b["combined"])})()
-    assert count_parameters(wrapped) == 84 == count_parameters(model)
+    assert method_parameters(wrapped) == 84 == method_parameters(model)
+    assert method_parameters(type("P", (), {"parameters": lambda self: model.parameters()})()) == 84
     clipped = evaluate(wrapped, data)
     expected = mae(torch.ones(1, 3, 20, 26), data[0]["sharp"][None]).item()
     assert clipped[0]["mae"] == pytest.approx(expected)
@@ -95,15 +96,16 @@ def test_compare_gives_one_row_per_method():
         compare({}, data)
 
 
-def test_as_method_wraps_a_tensor_network():
-    from dplab.eval.evaluate import as_method
+def test_a_registry_network_is_fed_its_declared_inputs_and_counted():
+    from dplab.eval.zoo import NetworkMethod
+    from dplab.models import build, count_parameters
 
-    model = torch.nn.Conv2d(6, 3, 1)
+    torch.manual_seed(0)
+    net = build("dpdnet", widths=(4, 4, 4, 4)).eval()
+    data = [{"name": "a", "left": torch.full((3, 16, 16), 0.2), "right": torch.full((3, 16, 16), 0.3),
+             "sharp": torch.full((3, 16, 16), 0.5)}]
+    table = evaluate(NetworkMethod(net), data)
     with torch.no_grad():
-        model.weight.zero_()
-        model.weight[0, 0] = model.weight[1, 1] = model.weight[2, 2] = 1.0
-        model.weight[0, 3] = model.weight[1, 4] = model.weight[2, 5] = 1.0
-        model.bias.zero_()
-    data = [{"name": "a", "left": torch.full((3, 8, 8), 0.2), "right": torch.full((3, 8, 8), 0.3), "sharp": torch.full((3, 8, 8), 0.5)}]
-    table = evaluate(as_method(model, "left", "right"), data)
-    assert table.params == 21 and table.mean["mae"] == pytest.approx(0.0, abs=1e-7)
+        expected = net(torch.cat([data[0]["left"], data[0]["right"]])[None]).clamp(0, 1)
+    assert table.params == count_parameters(net)
+    assert table.mean["mae"] == pytest.approx(float((expected - 0.5).abs().mean()), abs=1e-7)

@@ -4,10 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab.training.losses import (EDGE_SCALES, MDP_LOSS_WEIGHTS, VGG19Features, VGGFeatureLoss, charbonnier,
-                          combined_loss, default_vgg19_path, difference_loss, edge_loss, load_vgg19_features,
-                          mdp_loss, multiscale_l1, rdpd_loss, sobel_kernels)
 from dplab.models import MDPOutput
+from dplab.ops.filters import sobel_kernels
+from dplab.training.drbnet import finetune_loss
+from dplab.training.losses import EDGE_SCALES, charbonnier, edge_loss, multiscale_l1, rdpd_loss
+from dplab.training.mdp import MDP_LOSS_WEIGHTS, combined_loss, difference_loss, mdp_loss
+from dplab.training.vgg import VGG19Features, VGGFeatureLoss, default_vgg19_path, load_vgg19_features
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,28 +30,33 @@ def test_charbonnier():
 
 # ----------------------------------------------------------------------------- RDPD edge loss
 
+def rdpd_kernels(m):
+    """The edge loss's kernels: Sobel divided by its maximum (Eqs. 13-14), float32."""
+    return sobel_kernels(m, normalize=True, dtype=torch.float32)
+
+
 def test_sobel_kernels_hand_values():
-    kx, ky = sobel_kernels(3)
+    kx, ky = rdpd_kernels(3)
     assert torch.equal(kx, torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 2)
     assert torch.equal(ky, kx.T)
     smooth7 = torch.tensor([1.0, 6, 15, 20, 15, 6, 1])
     deriv7 = torch.tensor([-1.0, -4, -5, 0, 5, 4, 1])
-    assert torch.allclose(sobel_kernels(7)[0], torch.outer(smooth7, deriv7) / 100)
+    assert torch.allclose(rdpd_kernels(7)[0], torch.outer(smooth7, deriv7) / 100)
     smooth11 = torch.tensor([1.0, 10, 45, 120, 210, 252, 210, 120, 45, 10, 1])
     deriv11 = torch.tensor([-1.0, -8, -27, -48, -42, 0, 42, 48, 27, 8, 1])
-    kx11, ky11 = sobel_kernels(11)
+    kx11, ky11 = rdpd_kernels(11)
     assert torch.allclose(kx11, torch.outer(smooth11, deriv11) / 12096)
     assert torch.allclose(ky11, kx11.T)
     for m in (3, 7, 11):
-        kx, ky = sobel_kernels(m)
+        kx, ky = rdpd_kernels(m)
         assert float(kx.max()) == pytest.approx(1.0) and float(kx.sum()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_sobel_kernels_match_authors_arrays_up_to_sign():
     # first rows of the code's x-kernels before normalisation (rdpd_code/model.py)
-    assert torch.allclose((sobel_kernels(3)[0] * 2).abs(), torch.tensor([[1.0, 0, 1], [2, 0, 2], [1, 0, 1]]))
-    assert torch.allclose(sobel_kernels(7)[0][0] * 100, torch.tensor([-1.0, -4, -5, 0, 5, 4, 1]))
-    assert torch.allclose(sobel_kernels(11)[0][5] * 12096,
+    assert torch.allclose((rdpd_kernels(3)[0] * 2).abs(), torch.tensor([[1.0, 0, 1], [2, 0, 2], [1, 0, 1]]))
+    assert torch.allclose(rdpd_kernels(7)[0][0] * 100, torch.tensor([-1.0, -4, -5, 0, 5, 4, 1]))
+    assert torch.allclose(rdpd_kernels(11)[0][5] * 12096,
                           torch.tensor([-252.0, -2016, -6804, -12096, -10584, 0, 10584, 12096, 6804, 2016, 252]),
                           rtol=1e-6)
 
@@ -57,7 +64,7 @@ def test_sobel_kernels_match_authors_arrays_up_to_sign():
 @pytest.mark.parametrize("m", [1, 2, 4, 0])
 def test_sobel_kernels_refuse_bad_sizes(m):
     with pytest.raises(ValueError, match="size"):
-        sobel_kernels(m)
+        rdpd_kernels(m)
 
 
 def test_edge_loss_zero_for_equal_images_and_ramp_value():
@@ -68,8 +75,8 @@ def test_edge_loss_zero_for_equal_images_and_ramp_value():
     # G^x = sum_j (j - 1) sum_i kx[i, j] = 2 + 2 = 4 everywhere; G^y = 0
     assert float(lx) == pytest.approx(16.0) and float(ly) == pytest.approx(0.0)
     lx3, _ = edge_loss(ramp, torch.zeros_like(ramp), sizes=(3, 7, 11))
-    g7 = float((sobel_kernels(7)[0] * torch.arange(-3.0, 4)).sum())
-    g11 = float((sobel_kernels(11)[0] * torch.arange(-5.0, 6)).sum())
+    g7 = float((rdpd_kernels(7)[0] * torch.arange(-3.0, 4)).sum())
+    g11 = float((rdpd_kernels(11)[0] * torch.arange(-5.0, 6)).sum())
     assert float(lx3) == pytest.approx((16 + g7 ** 2 + g11 ** 2) / 3, rel=1e-5)     # Eq. 15: mean over scales
 
 
@@ -166,6 +173,20 @@ def test_vgg19_missing_file_error_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(KeyError):
         torch.save({"0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
         load_vgg19_features(tmp_path / "partial.pth", num_layers=3)
+
+
+def test_drbnet_finetune_loss_is_vgg_with_weights_else_multiscale_l1(tmp_path, monkeypatch):
+    """DRBNet stage 2: Eq. 7 when the VGG-19 file exists, else Eq. 6 (Table 5, row c)."""
+    torch.manual_seed(0)
+    y = torch.rand(1, 3, 16, 16)
+    preds = [F.interpolate(y.flip(-1), scale_factor=0.5, mode="area"), y.flip(-1)]
+    monkeypatch.setenv("DPLAB_VGG19", str(tmp_path / "missing.pth"))
+    loss, kind = finetune_loss()
+    assert kind == "l1" and torch.equal(loss(preds, y), multiscale_l1(preds, y))
+    path = tmp_path / "vgg19_features.pth"
+    torch.save(VGG19Features(num_layers=15).state_dict(), path)
+    loss, kind = finetune_loss(path)
+    assert kind == "vgg" and torch.allclose(loss(preds, y), VGGFeatureLoss(path)(preds, y))
 
 
 def test_vgg_loss_values_and_gradients():

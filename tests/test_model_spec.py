@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dplab.models import build, count_parameters, from_checkpoint, list_models, model_spec
-from dplab.training.trainer import Trainer, load_checkpoint
+from dplab.training.checkpoints import load_checkpoint
+from dplab.training.trainer import Trainer
 
 # Tiny options for every registry name (the test fails if a name is added without one).
 TINY = {
@@ -80,11 +81,11 @@ def test_a_model_not_made_by_build_has_no_spec(tmp_path):
     assert "model_spec" not in load_checkpoint(tmp_path / "checkpoints" / "last.pt")
 
 
-def test_missing_spec_names_the_chapter_to_rerun(tmp_path):
+def test_missing_spec_says_to_rerun_what_trained_it(tmp_path):
     path = tmp_path / "outputs" / "dpdnet" / "train_dp" / "checkpoints" / "last.pt"
     path.parent.mkdir(parents=True)
     torch.save({"model": build("dpdnet", widths=(4, 4, 4, 4)).state_dict()}, path)
-    with pytest.raises(ValueError, match=r"no 'model_spec'.*book/dpdnet\.ipynb"):
+    with pytest.raises(ValueError, match=r"no 'model_spec'.*re-run what trained it"):
         from_checkpoint(path)
     torch.save({"step": 3}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="no 'model' state dict"):

@@ -1,10 +1,12 @@
-"""The Trainer: schedules, recipes, learning, checkpoints, exact resume after SIGKILL, DDP."""
+"""The Trainer: schedules, recipes, learning, checkpoints, exact resume after SIGKILL, DDP, and the
+registry-driven inputs and losses it trains the book's networks with."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dplab.training.trainer import DEFAULTS, RECIPES, Trainer, TrainingDiverged, load_checkpoint, lr_factor, recipe
+from dplab.training.checkpoints import load_checkpoint
+from dplab.training.monitor import TrainingDiverged
+from dplab.training.recipes import DEFAULTS, RECIPES, lr_factor, recipe
+from dplab.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -303,19 +308,55 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(scr
     assert json.loads((tmp_path / "two" / "log.json").read_text())["world_size"] == 2
 
 
-def test_concat_inputs_feeds_single_tensor_networks(tmp_path):
-    from dplab.training.trainer import concat_inputs
+def test_network_forward_feeds_the_registry_inputs(tmp_path):
+    from dplab.models.registry import network_forward
 
     g = torch.Generator().manual_seed(0)
     data = [{"left": torch.rand(3, 6, 6, generator=g), "right": torch.rand(3, 6, 6, generator=g)} for _ in range(4)]
     for d in data:
         d["sharp"] = d["left"] + d["right"]
     torch.manual_seed(0)
-    model = torch.nn.Conv2d(6, 3, 1)
-    summary = make_trainer(tmp_path, {"epochs": 40, "lr": 0.05}, model=model, data=data, forward=concat_inputs("left", "right")).fit()
+    model = torch.nn.Conv2d(6, 3, 1)                   # fed like "dpdnet": [left, right]
+    summary = make_trainer(tmp_path, {"epochs": 40, "lr": 0.05}, model=model, data=data,
+                           forward=network_forward("dpdnet")).fit()
     assert summary["history"][-1]["loss"] < 0.2 * summary["history"][0]["loss"]
-    with pytest.raises(KeyError, match="radial"):
-        concat_inputs("left", "radial")(model, data[0])
+    with pytest.raises(KeyError, match="right"):
+        network_forward("dpdnet")(model, {"left": data[0]["left"]})
+
+
+@pytest.mark.parametrize("name", ["dpdnet", "dpdnet_single", "rdpd", "rspd", "drbnet", "drbnet_dual", "mdp",
+                                  "mdp_single_task"])
+def test_each_registry_network_trains_on_its_inputs_and_default_loss(name, tmp_path):
+    """One step per network through forward_and_loss: the inputs and the loss of the registry
+    entry fit the network (RDPD's radial channel is built for a batch without one)."""
+    from dplab.models import build
+    from dplab.models.registry import model_entry, model_inputs
+    from dplab.training.objectives import forward_and_loss
+
+    opts = {"dpdnet": {"widths": (4, 4, 4, 4)}, "rdpd": {"widths": (4, 4, 4, 4), "lstm_channels": 4},
+            "drbnet": {"width": 4}, "mdp": {"width": 0.0625}}[name.split("_")[0].replace("rspd", "rdpd")]
+    torch.manual_seed(0)
+    model = build(name, **opts)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 16, 16, generator=g)
+    data = [{"left": x / 2, "right": x / 2, "combined": x, "sharp": x}] * 2
+    forward, loss_fn = forward_and_loss(name, None, getattr(model, "in_channels", None))
+    assert forward.inputs == model_inputs(name) == model_entry(name).inputs
+    summary = make_trainer(tmp_path, {"max_steps": 1, "batch_size": 2}, model=model, data=data,
+                           forward=forward, loss_fn=loss_fn).fit()
+    assert summary["step"] == 1 and math.isfinite(summary["final_loss"])
+
+
+def test_registry_inputs_follow_in_channels():
+    from dplab.models.registry import model_inputs, network_input
+
+    assert model_inputs("rdpd", 6) == ("left", "right") and model_inputs("rspd", 3) == ("left",)
+    with pytest.raises(ValueError, match="input channels"):
+        model_inputs("dpdnet", 3)
+    clip = {"left": torch.rand(2, 4, 3, 8, 8), "right": torch.rand(2, 4, 3, 8, 8)}
+    x = network_input("rdpd", clip)                    # a sequence batch (B, T, C, H, W)
+    assert x.shape == (2, 4, 7, 8, 8) and torch.equal(x[:, :, 6], x[0, 0, 6].expand(2, 4, 8, 8))
+    assert float(x[0, 0, 6, 0, 0]) == 1.0              # a corner of the full frame
 
 
 # --- divergence -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""dplab.eval.zoo: the book's methods behind one interface (tiny sizes)."""
+"""dplab.eval.zoo: the book's methods behind one interface; the benchmark's brief training
+(dplab.training.brief) and chapter checkpoints (dplab.book.networks). Tiny sizes."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from dplab.render import synth
 
 from dplab.eval import zoo
 from dplab.data import DPDDDataset
-from dplab.xin.deconv import wiener_dp
-from dplab.eval.evaluate import count_parameters, evaluate
+from dplab.xin.wiener import wiener_dp
+from dplab.book import networks as book_networks
+from dplab.eval.evaluate import evaluate, method_parameters
 from dplab.models import build, model_spec
 from dplab.render.layered import render_dp
+from dplab.training.brief import NETWORKS, train_brief
 
 TINY = {"dpdnet": {"widths": (4, 4, 4, 4)}, "rdpd": {"widths": (4, 4, 4, 4), "lstm_channels": 4},
         "drbnet": {"width": 4}, "mdp": {"width": 0.0625}}
@@ -44,7 +47,7 @@ def test_network_method_feeds_each_kind_its_input(name):
     with torch.no_grad():
         out = method(b)
     assert out.shape == (1, 3, 24, 40) and torch.isfinite(out).all()
-    assert method.__name__ == name and count_parameters(method) == count_parameters(net)
+    assert method.__name__ == name and method_parameters(method) == method_parameters(net)
 
 
 def test_network_method_refuses_models_without_spec_or_sharp_output():
@@ -133,29 +136,29 @@ def test_keep_outputs_keeps_clipped_outputs_and_the_model():
     net = build("dpdnet", **TINY["dpdnet"]).eval()
     keep = zoo.KeepOutputs(zoo.NetworkMethod(net))
     table = evaluate(keep, [{k: v[0] for k, v in _batch().items() if torch.is_tensor(v)} | {"name": "x"}])
-    assert "x" in keep.outputs and table.params == count_parameters(net)
+    assert "x" in keep.outputs and table.params == method_parameters(net)
 
 
-@pytest.mark.parametrize("method", list(zoo.NETWORKS))
+@pytest.mark.parametrize("method", list(NETWORKS))
 def test_train_brief_then_load_or_train_reuses_the_checkpoint(method, tiny_data, tmp_path):
     _, train, test = tiny_data
     out = tmp_path / "outputs" / "bench" / f"train_{method}"
-    net = zoo.train_brief(method, train, out, options=TINY[method], steps=2, patch=16, batch_size=2)
-    assert not net.training and model_spec(net)["name"] == zoo.NETWORKS[method].registry
+    net = train_brief(method, train, out, options=TINY[method], steps=2, patch=16, batch_size=2)
+    assert not net.training and model_spec(net)["name"] == NETWORKS[method].registry
     # put the checkpoint where the chapter would save it, with the chapter's metrics.json
-    rel = zoo.NETWORKS[method].checkpoints[0]
+    rel = book_networks.CHAPTER_CHECKPOINTS[method][0]
     target = tmp_path / "outputs" / rel
     target.parent.mkdir(parents=True)
     target.write_bytes((out / "checkpoints" / "last.pt").read_bytes())
     chapter = tmp_path / "outputs" / rel.split("/")[0]
     (chapter / "metrics.json").write_text(json.dumps({"profile": "book", "metrics": {}}))
     calls = []
-    got = zoo.load_or_train(method, [tmp_path / "outputs"], lambda m: calls.append(m) or net, profile="book")
+    got = book_networks.load_or_train(method, [tmp_path / "outputs"], lambda m: calls.append(m) or net, profile="book")
     assert got.source == "chapter" and got.checkpoint == target and not calls
     for k, v in net.state_dict().items():
         assert torch.equal(got.model.state_dict()[k], v)
     # a chapter run in another profile is skipped (and says why), and training is used
-    got = zoo.load_or_train(method, [tmp_path / "outputs"], lambda m: net, profile="full")
+    got = book_networks.load_or_train(method, [tmp_path / "outputs"], lambda m: net, profile="full")
     assert got.source == "trained" and "profile" in got.skipped[0][1]
     with torch.no_grad():
         res = zoo.NetworkMethod(got.model)({k: v[None] for k, v in test[0].items() if torch.is_tensor(v)})
@@ -163,32 +166,32 @@ def test_train_brief_then_load_or_train_reuses_the_checkpoint(method, tiny_data,
 
 
 def test_load_or_train_skips_checkpoints_without_spec(tmp_path):
-    path = tmp_path / "outputs" / zoo.NETWORKS["dpdnet"].checkpoints[0]
+    path = tmp_path / "outputs" / book_networks.CHAPTER_CHECKPOINTS["dpdnet"][0]
     path.parent.mkdir(parents=True)
     torch.save({"model": build("dpdnet", **TINY["dpdnet"]).state_dict()}, path)
-    got = zoo.load_or_train("dpdnet", [tmp_path / "outputs"], lambda m: build("dpdnet", **TINY["dpdnet"]))
-    assert got.source == "trained" and "model_spec" in got.skipped[0][1]
+    got = book_networks.load_or_train("dpdnet", [tmp_path / "outputs"], lambda m: build("dpdnet", **TINY["dpdnet"]))
+    assert got.source == "trained" and "model_spec" in got.skipped[0][1] and "book/dpdnet.ipynb" in got.skipped[0][1]
     with pytest.raises(TypeError, match="train_fn"):
-        zoo.load_or_train("dpdnet", [], None)
+        book_networks.load_or_train("dpdnet", [], None)
     with pytest.raises(ValueError, match="method"):
-        zoo.find_checkpoint("unet", [])
+        book_networks.find_checkpoint("unet", [])
 
 
 def test_train_brief_validates(tiny_data, tmp_path):
     _, train, _ = tiny_data
     with pytest.raises(ValueError, match="patch"):
-        zoo.train_brief("dpdnet", train, tmp_path, options=TINY["dpdnet"], steps=1, patch=20)
+        train_brief("dpdnet", train, tmp_path, options=TINY["dpdnet"], steps=1, patch=20)
     with pytest.raises(ValueError, match="method"):
-        zoo.train_brief("unet", train, tmp_path)
+        train_brief("unet", train, tmp_path)
 
 
-@pytest.mark.parametrize("method", list(zoo.NETWORKS))
+@pytest.mark.parametrize("method", list(NETWORKS))
 def test_train_brief_with_residual_output_starts_at_the_input(method, tiny_data, tmp_path):
     """With a residual head (pyramid for DRBNet) a network starts as the blurred input; the
     brief training must not shift its output (RDPD's mid-grey bias is for the paper head only)."""
     _, train, test = tiny_data
     residual = {"pyramid": "residual"} if method == "drbnet" else {"head": "residual"}
-    net = zoo.train_brief(method, train, tmp_path, options={**TINY[method], **residual}, steps=1, patch=16,
+    net = train_brief(method, train, tmp_path, options={**TINY[method], **residual}, steps=1, patch=16,
                           batch_size=2, lr=1e-12)
     b = {k: v[None] for k, v in test[0].items() if torch.is_tensor(v)}
     with torch.no_grad():

@@ -6,11 +6,11 @@ table shows what the method gains.
 
 The network is rebuilt from the checkpoint's model spec (:func:`dplab.models.from_checkpoint`;
 every checkpoint of :class:`dplab.training.trainer.Trainer` and of ``python -m dplab train`` has one),
-fed the inputs of its architecture by :class:`dplab.eval.zoo.NetworkMethod` (DPDNet: left and
-right views; DRBNet: the combined image; RDPD: views and the radial map; MDP: the combined
-image, sharp output), and run over :class:`dplab.data.DPDDDataset` by
+fed the inputs its registry entry declares by :class:`dplab.eval.zoo.NetworkMethod` (DPDNet:
+left and right views; DRBNet: the combined image; RDPD: views and the radial map; MDP: the
+combined image, sharp output), and run over :class:`dplab.data.DPDDDataset` by
 :func:`dplab.eval.evaluate.evaluate`: full images, one at a time, outputs clipped to [0, 1], PSNR,
-SSIM and MAE averaged over images (DPDD's protocol, REFERENCE_FACTS "Metrics"), time per
+SSIM and MAE averaged over images (DPDD's protocol, the DPDNet authors' ``metrics.py``), time per
 image, and the parameter count. The table is printed; ``--json`` also writes it (atomically).
 """
 

@@ -2,20 +2,22 @@
 
 Everything is the library's: the network from :func:`dplab.models.build`, random patches of
 :class:`dplab.data.DPDDDataset` (``{--data}/train_*``) through :class:`dplab.data.RandomPatches`,
-a paper's recipe from :func:`dplab.training.trainer.recipe` with the command-line overrides, and
+a paper's recipe from :func:`dplab.training.recipes.recipe` with the command-line overrides, and
 :class:`dplab.training.trainer.Trainer`, which writes atomic checkpoints (with the model spec, so that
 ``python -m dplab evaluate`` and :func:`dplab.models.from_checkpoint` rebuild the network) to
 ``{--out}/checkpoints/last.pt`` and resumes from them.
 
-The network input follows the model (as :class:`dplab.eval.zoo.NetworkMethod` feeds it); the loss
-follows the recipe's ``"loss"`` entry:
+The network input is the one its registry entry declares
+(:func:`dplab.models.registry.network_forward`, as :class:`dplab.eval.zoo.NetworkMethod` feeds
+it at evaluation); the loss follows the recipe's ``"loss"`` entry
+(:func:`dplab.training.objectives.forward_and_loss`):
 
 | recipe loss | paper | loss_fn |
 | --- | --- | --- |
 | ``mse`` (``dpdnet``) | DPDNet, ECCV 2020, Sec. 4 | MSE to ``sharp`` |
 | ``mse+edge`` (``rdpd``) | RDPD, ICCV 2021, Eq. 16 | :func:`dplab.training.rdpd.make_loss` |
 | ``l1`` (``drbnet_lfdof``) | DRBNet, CVPR 2022, Eq. 6 | :func:`dplab.training.losses.multiscale_l1` |
-| ``l1+vgg`` (``drbnet_dpdd``) | DRBNet, Eq. 7 | :class:`dplab.training.losses.VGGFeatureLoss` when the VGG-19 file exists, else Eq. 6 (Table 5, row c) |
+| ``l1+vgg`` (``drbnet_dpdd``) | DRBNet, Eq. 7 | :func:`dplab.training.drbnet.finetune_loss`: :class:`dplab.training.vgg.VGGFeatureLoss` when the VGG-19 file exists, else Eq. 6 (Table 5, row c) |
 | ``mdp_step1`` / ``mdp_step2`` | MDP, WACV 2022, Eqs. 8-9, Sec. 3.4 | :func:`dplab.training.mdp.mdp_loss_fn` (step 1 freezes ``Dec_s``) |
 
 RDPD and RSPD are trained on single-image patches only (no sequence batches; those need
@@ -33,11 +35,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dplab.training.objectives import LOSSES
+
 __all__ = ["add_parser", "run", "SETTINGS_FILE", "LOSSES", "TRAINABLE"]
 
 SETTINGS_FILE = "cli_train.json"
-#: Recipe loss kinds the command knows (see the module docstring).
-LOSSES = ("mse", "mse+edge", "l1", "l1+vgg", "mdp_step1", "mdp_step2")
 #: Registry names the command trains.
 TRAINABLE = ("dpdnet", "dpdnet_single", "drbnet", "drbnet_dual", "rdpd", "rspd", "mdp", "mdp_single_task")
 _NOT_HERE: dict[str, str] = {}
@@ -58,18 +60,18 @@ def _option(text: str) -> tuple[str, object]:
 def add_parser(sub) -> None:
     """Add the ``train`` sub-parser to ``sub`` (an ``argparse`` sub-parsers object)."""
     from dplab.models import list_models
-    from dplab.training.trainer import RECIPES
+    from dplab.training.recipes import RECIPES
 
     p = sub.add_parser(
         "train", help="train a network on a DPDD-layout folder (resumable)",
-        description="Train one of the book's networks with a paper's recipe (dplab.training.trainer.recipe) on "
+        description="Train one of the book's networks with a paper's recipe (dplab.training.recipes.recipe) on "
                     "random patches of DIR/train_* (DPDD layout: the Canon release or `python -m dplab "
                     "synth` output). Checkpoints (atomic, with the model spec) go to OUT/checkpoints/; "
                     "running the same command again resumes, a larger --steps continues.",
         epilog="Losses follow the recipe: dpdnet MSE; rdpd MSE + Sobel edges (Eq. 16; single-image "
                "patches only, sequence batches are the RDPD chapter's); drbnet_lfdof multi-scale L1 "
                "(Eq. 6); drbnet_dpdd VGG-19 features (Eq. 7) when the weights file of "
-               "dplab.training.losses.default_vgg19_path() exists, else multi-scale L1; mdp_step1/mdp_step2 the MDP losses (Eqs. 8-9; step 1 freezes the sharp "
+               "dplab.training.vgg.default_vgg19_path() exists, else multi-scale L1; mdp_step1/mdp_step2 the MDP losses (Eqs. 8-9; step 1 freezes the sharp "
                "decoder; with mdp_single_task only the sharp-image term).")
     p.add_argument("--model", required=True, choices=list_models(),
                    help="registry name (dplab.models.build); trainable here: " + ", ".join(TRAINABLE))
@@ -142,8 +144,10 @@ def run(args) -> int:
 
     from dplab.data import DPDDDataset, RandomPatches
     from dplab.models import build
-    from dplab.training.trainer import RECIPES, Trainer, recipe
-    from dplab.eval.zoo import forward_and_loss
+    from dplab.models.registry import model_inputs
+    from dplab.training.objectives import forward_and_loss
+    from dplab.training.recipes import RECIPES, recipe
+    from dplab.training.trainer import Trainer
 
     if args.model not in TRAINABLE:
         why = _NOT_HERE.get(args.model, "no command-line recipe for it; train it as its chapter does")
@@ -161,7 +165,6 @@ def run(args) -> int:
     options = _build_options(args)
     out = Path(args.out).expanduser().resolve()
     train_set = DPDDDataset("train", root=args.data, cache=args.cache)
-    radial = args.model in ("rdpd", "rspd")
     settings = {"model": args.model, "options": json.loads(json.dumps(options)), "recipe": args.recipe,
                 "data": str(Path(args.data).expanduser().resolve()), "patch": patch,
                 "patches_per_image": args.patches_per_image, "batch_size": args.batch_size or base["batch_size"],
@@ -176,7 +179,9 @@ def run(args) -> int:
         model = build(args.model, **options)
     except TypeError as exc:
         raise ValueError(f"{exc} (check --widths/--width/--option)") from None
-    forward, loss_fn = forward_and_loss(args.model, loss_kind, getattr(model, "in_channels", None))
+    in_channels = getattr(model, "in_channels", None)
+    forward, loss_fn = forward_and_loss(args.model, loss_kind, in_channels)
+    radial = "radial" in model_inputs(args.model, in_channels)
     if args.model == "mdp_single_task" and options.get("task", "deblur") != "deblur":
         raise ValueError("python -m dplab train trains the deblurring single-task baseline (task=deblur); "
                          "the views baseline is the MDP chapter's")

@@ -55,9 +55,17 @@ def add_parser(sub) -> None:
 
 
 def _dplab(argv: list[str]) -> None:
-    from dplab.cli.main import main
+    """Run ``python -m dplab synth ...`` or ``python -m dplab train ...`` in this process."""
+    import argparse
 
-    code = main(argv)
+    from dplab.cli import synth, train
+
+    parser = argparse.ArgumentParser(prog="python -m dplab")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (synth, train):
+        command.add_parser(sub)
+    args = parser.parse_args(argv)
+    code = args.handler(args)
     if code != 0:
         raise ValueError(f"python -m dplab {' '.join(argv)} exited with status {code}")
 
@@ -120,7 +128,7 @@ def _export(run_dir: Path, path: Path) -> dict:
     import torch
 
     from dplab._io import atomic_file
-    from dplab.training.trainer import load_checkpoint
+    from dplab.training.checkpoints import load_checkpoint
 
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}

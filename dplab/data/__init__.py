@@ -20,13 +20,11 @@ from dplab.data.patches import (
     SequencePatches,
     flip_dp,
     grid_positions,
-    radial_distance_map,
-    radial_patch,
     random_flip,
     random_positions,
-    sharpness_scores,
-    sobel_energy,
 )
+from dplab.data.sharpness import sharpness_scores, sobel_energy
+from dplab.ops.radial import radial_distance_map, radial_patch
 from dplab.data.pixeldp import PixelDPDataset
 from dplab.data.pngio import read_png, write_png
 from dplab.data.realdof import RealDOFDataset

@@ -1,17 +1,14 @@
-"""Patch sampling for training: random and grid patches, the low-texture filter, the radial
-channel, sequence clips, and flips that keep dual-pixel geometry valid.
+"""Patch sampling for training: random and grid patches, sequence clips, and flips that keep
+dual-pixel geometry valid.
 
 * **Grid patches** (DPDNet, ECCV 2020, Sec. 4; its ``image_to_patch_filter.py``): 512-pixel
   patches with 60% overlap (stride ``int(0.4 * 512) = 204``); a row or column that would run
-  past the border is moved back to end at the border.
-* **Sobel-energy filter** (same script): per patch, the sum of the Sobel gradient magnitude of
-  the grayscale *target* at kernel sizes 3, 7, 11, 15; each of the four energies is min-max
-  normalised over the image's patches, the four are multiplied, and the lowest 30% are
-  dropped. RDPD and MDP use a cheaper variant for random patches: draw a few extra
-  candidates and drop those with the lowest Sobel energy at kernel size 5.
-* **Radial channel** (RDPD, ICCV 2021, Sec. 4): the distance of each pixel from the centre
-  of the *full* image over the corner distance, quantised to ``round(255 d) / 255`` as RDPD's
-  mask PNG, and cropped at the patch position, so a network can learn position-dependent
+  past the border is moved back to end at the border. Low-texture patches are dropped by
+  DPDNet's Sobel-energy filter (:mod:`dplab.data.sharpness`); RDPD and MDP draw a few extra
+  random candidates and drop those with the lowest Sobel energy at kernel size 5.
+* **Radial channel** (RDPD, ICCV 2021, Sec. 4): with ``radial=True`` a patch carries the
+  radial-distance map of the *full* image cropped at its position
+  (:func:`dplab.ops.radial.radial_patch`), so a network can learn position-dependent
   (radially distorted, vignetted) DP blur.
 * **Flips**: a horizontal flip mirrors a DP pair *and swaps* left and right (the mirrored left
   view is what the right sub-aperture would see of the mirrored scene); a vertical flip only
@@ -26,29 +23,21 @@ resume point: call ``set_epoch`` (the trainer does) to get new patches each epoc
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from dplab._validate import require_number, require_positive
+from dplab.data.sharpness import DPDNET_KSIZES, keep_sharpest, sharpness_scores, sobel_energy, to_gray
+from dplab.ops.radial import radial_patch
 
 __all__ = [
     "grid_positions",
     "random_positions",
     "crop",
     "extract_patches",
-    "to_gray",
-    "sobel_kernels",
-    "sobel_energy",
-    "sharpness_scores",
-    "keep_sharpest",
-    "radial_distance_map",
-    "radial_patch",
     "flip_dp",
     "random_flip",
     "clip_start",
@@ -57,8 +46,6 @@ __all__ = [
     "GridPatches",
     "SequencePatches",
 ]
-
-DPDNET_KSIZES = (3, 7, 11, 15)
 
 
 def _size2(name: str, size) -> tuple[int, int]:
@@ -165,169 +152,6 @@ def extract_patches(image: torch.Tensor, positions: Sequence[tuple[int, int]], p
     if not positions:
         raise ValueError("positions is empty")
     return torch.stack([crop({"x": image}, t, l, (ph, pw))["x"] for t, l in positions])
-
-
-# --- the Sobel-energy filter ---------------------------------------------------------------
-def to_gray(image: torch.Tensor) -> torch.Tensor:
-    """Luma ``0.299 R + 0.587 G + 0.114 B`` (OpenCV's RGB->gray, used by DPDNet's filter).
-
-    Shape:
-        ``(..., 3, H, W)`` -> ``(..., 1, H, W)``.
-
-    Example:
-        >>> to_gray(torch.ones(3, 2, 2)).flatten().tolist()
-        [1.0, 1.0, 1.0, 1.0]
-    """
-    if not isinstance(image, torch.Tensor) or image.ndim < 3 or image.shape[-3] != 3:
-        raise ValueError(f"image must have 3 channels at dim -3, got {getattr(image, 'shape', None)}")
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype, device=image.device)
-    return (image * weights[:, None, None]).sum(dim=-3, keepdim=True)
-
-
-@lru_cache(maxsize=None)
-def _sobel_1d(ksize: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """OpenCV's separable Sobel factors: smoothing = binomial of length k, derivative =
-    binomial of length k-1 convolved with [-1, 1] (``cv2.getDerivKernels``)."""
-    smooth = np.array([math.comb(ksize - 1, i) for i in range(ksize)], dtype=np.float64)
-    deriv = np.convolve([math.comb(ksize - 2, i) for i in range(ksize - 1)], [1, -1]) * -1
-    return tuple(smooth), tuple(deriv)
-
-
-def sobel_kernels(ksize: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``ksize x ksize`` Sobel kernels ``(d/dx, d/dy)`` as OpenCV builds them (float64).
-
-    Example:
-        >>> sobel_kernels(3)[0].tolist()
-        [[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]
-    """
-    ksize = int(require_positive("ksize", ksize, integer=True))
-    if ksize < 3 or ksize % 2 == 0:
-        raise ValueError(f"ksize must be odd and >= 3, got {ksize}")
-    smooth, deriv = (torch.tensor(v, dtype=torch.float64) for v in _sobel_1d(ksize))
-    gx = torch.outer(smooth, deriv)
-    return gx, gx.T.contiguous()
-
-
-def sobel_energy(gray: torch.Tensor, ksize: int) -> torch.Tensor:
-    """Sum over each image of the Sobel gradient magnitude ``sqrt(gx^2 + gy^2)``.
-
-    Borders are reflected without repeating the edge pixel (OpenCV's default
-    ``BORDER_REFLECT_101``), as ``cv2.Sobel`` does on each patch. Computed in float64.
-
-    Args:
-        gray: ``(N, 1, H, W)`` grayscale patches (H, W > ksize // 2).
-        ksize: odd Sobel size.
-
-    Returns:
-        ``(N,)`` float64 energies.
-
-    Example:
-        >>> ramp = torch.arange(5.).repeat(5, 1)[None, None]  # d/dx = 1 per pixel
-        >>> float(sobel_energy(ramp, 3)[0])  # 3x3 Sobel gain 8; the reflected border columns give 0
-        120.0
-    """
-    if not isinstance(gray, torch.Tensor) or gray.ndim != 4 or gray.shape[1] != 1:
-        raise ValueError(f"gray must have shape (N, 1, H, W), got {getattr(gray, 'shape', None)}")
-    pad = ksize // 2
-    if min(gray.shape[-2:]) <= pad:
-        raise ValueError(f"patches of size {tuple(gray.shape[-2:])} are too small for a {ksize}x{ksize} Sobel kernel")
-    smooth, deriv = (torch.tensor(v, dtype=torch.float64, device=gray.device) for v in _sobel_1d(ksize))
-    x = F.pad(gray.to(torch.float64), (pad, pad, pad, pad), mode="reflect")
-    gx = F.conv2d(F.conv2d(x, deriv.view(1, 1, 1, -1)), smooth.view(1, 1, -1, 1))
-    gy = F.conv2d(F.conv2d(x, smooth.view(1, 1, 1, -1)), deriv.view(1, 1, -1, 1))
-    return torch.sqrt(gx * gx + gy * gy).sum(dim=(1, 2, 3))
-
-
-def sharpness_scores(gray: torch.Tensor, ksizes: Sequence[int] = DPDNET_KSIZES) -> torch.Tensor:
-    """DPDNet's patch score: product over ``ksizes`` of the min-max normalised Sobel energies.
-
-    A kernel size at which all patches have the same energy contributes a factor 1 (DPDNet's
-    code would divide by zero there).
-
-    Args:
-        gray: ``(N, 1, H, W)`` grayscale target patches of one image.
-        ksizes: Sobel sizes (DPDNet: 3, 7, 11, 15).
-
-    Returns:
-        ``(N,)`` float64 scores in [0, 1].
-
-    Example:
-        >>> flat, ramp = torch.zeros(1, 1, 16, 16), torch.arange(16.).repeat(16, 1)[None, None]
-        >>> sharpness_scores(torch.cat([flat, ramp])).tolist()
-        [0.0, 1.0]
-    """
-    score = torch.ones(gray.shape[0], dtype=torch.float64, device=gray.device)
-    for k in ksizes:
-        e = sobel_energy(gray, k)
-        span = e.max() - e.min()
-        score = score * ((e - e.min()) / span if span > 0 else torch.ones_like(e))
-    return score
-
-
-def keep_sharpest(scores: torch.Tensor, drop: int) -> list[int]:
-    """Indices (in order) left after dropping the ``drop`` lowest scores; ties drop the
-    earlier index first, as DPDNet's repeated ``argmin``.
-
-    Example:
-        >>> keep_sharpest(torch.tensor([0.5, 0.1, 0.9, 0.1]), 2)
-        [0, 2]
-    """
-    drop = int(require_positive("drop", drop, allow_zero=True, integer=True))
-    if drop >= len(scores):
-        raise ValueError(f"cannot drop {drop} of {len(scores)} patches")
-    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
-    dropped = set(order[:drop])
-    return [i for i in range(len(scores)) if i not in dropped]
-
-
-# --- the radial channel --------------------------------------------------------------------
-@lru_cache(maxsize=16)
-def _radial(height: int, width: int, quantize: bool) -> torch.Tensor:
-    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    y = torch.arange(height, dtype=torch.float64)[:, None] - cy
-    x = torch.arange(width, dtype=torch.float64)[None, :] - cx
-    corner = math.hypot(cy, cx)
-    d = torch.sqrt(y * y + x * x) / (corner if corner > 0 else 1.0)
-    if quantize:
-        d = torch.round(d * 255.0) / 255.0
-    return d.to(torch.float32)[None]
-
-
-def radial_distance_map(height: int, width: int, *, quantize: bool = True) -> torch.Tensor:
-    """Distance of every pixel from the image centre over the centre-to-corner distance.
-
-    Pixel centres are at integer coordinates, so the centre is ``((H-1)/2, (W-1)/2)`` and the
-    four corner pixels get exactly 1 (RDPD, Sec. 4; its code stores ``round(255 d)`` in a PNG,
-    reproduced by ``quantize=True``).
-
-    Shape:
-        ``(1, H, W)`` float32 in [0, 1].
-
-    Example:
-        >>> m = radial_distance_map(5, 9)
-        >>> float(m[0, 0, 0]), float(m[0, 2, 4]), round(float(m[0, 2, 0]) * 255)
-        (1.0, 0.0, 228)
-    """
-    height = int(require_positive("height", height, integer=True))
-    width = int(require_positive("width", width, integer=True))
-    return _radial(height, width, bool(quantize)).clone()
-
-
-def radial_patch(image_size: tuple[int, int], top: int, left: int, patch_size, *, quantize: bool = True) -> torch.Tensor:
-    """The radial channel of the window at ``(top, left)`` in a full image of ``image_size``.
-
-    Shape:
-        ``(1, ph, pw)``.
-
-    Example:
-        >>> radial_patch((5, 9), 0, 0, 1).item()  # a corner of the full image
-        1.0
-    """
-    ph, pw = _size2("patch_size", patch_size)
-    full = _radial(int(image_size[0]), int(image_size[1]), bool(quantize))
-    if top < 0 or left < 0 or top + ph > full.shape[-2] or left + pw > full.shape[-1]:
-        raise ValueError(f"window ({top}, {left}) + {(ph, pw)} does not fit an image of size {tuple(image_size)}")
-    return full[:, top : top + ph, left : left + pw].clone()
 
 
 # --- flips ----------------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """Run a method over a dataset and tabulate PSNR, SSIM, MAE, time per image and parameters.
 
-The protocol follows DPDD's evaluation (DPDNet ``metrics.py``; REFERENCE_FACTS "Metrics"):
-full images, one at a time, predictions clipped to [0, 1] (as a saved 16-bit result would be),
+The protocol follows DPDD's evaluation (the DPDNet authors' code, ``metrics.py``): full images, one at a time, predictions clipped to [0, 1] (as a saved 16-bit result would be),
 metrics from :mod:`dplab.metrics.image` on float images in [0, 1], averaged over images. Networks
 with ``k`` poolings need sizes divisible by ``2**k``; ``crop_multiple`` crops input and ground
 truth to the top-left multiple, as DRBNet's test code does (``crop_image``, multiple 16).
 
 A *method* is a :class:`torch.nn.Module` or any callable; it gets the sample dict with a batch
 dimension (``(1, C, H, W)`` tensors on ``device``) and returns the sharp estimate
-``(1, 3, H, W)`` (or a dict holding it under ``output_key``). Classical methods (Wiener
-deconvolution, the MPI optimisation) are wrapped the same way.
+``(1, 3, H, W)`` (or a dict holding it under ``output_key``). The book's networks are fed
+as their registry entry declares by :class:`dplab.eval.zoo.NetworkMethod`; classical methods
+(Wiener deconvolution, the MPI optimisation) are wrapped the same way.
 """
 
 from __future__ import annotations
@@ -21,53 +21,31 @@ from typing import Callable, Mapping
 import torch
 
 from dplab.metrics import image as _metrics
+from dplab.models.registry import count_parameters
 
-__all__ = ["Table", "count_parameters", "evaluate", "compare", "format_table", "as_method"]
+__all__ = ["Table", "method_parameters", "evaluate", "compare", "format_table"]
 
 METRICS = ("psnr", "ssim", "mae")
 
 
-def count_parameters(method) -> int | None:
-    """Number of parameters of a module (or of ``method.model`` / ``method.parameters()``);
-    None for a method without parameters.
+def method_parameters(method) -> int | None:
+    """Number of parameters of a method: of a module, of ``method.model`` (e.g.
+    :class:`dplab.eval.zoo.NetworkMethod`) or of ``method.parameters()``
+    (:func:`dplab.models.registry.count_parameters`); None for a method without parameters.
 
     Example:
-        >>> count_parameters(torch.nn.Conv2d(3, 3, 3))
+        >>> method_parameters(torch.nn.Conv2d(3, 3, 3))
         84
-        >>> count_parameters(lambda batch: batch["combined"]) is None
+        >>> method_parameters(lambda batch: batch["combined"]) is None
         True
     """
     target = method if isinstance(method, torch.nn.Module) else getattr(method, "model", None)
     if isinstance(target, torch.nn.Module):
-        return sum(p.numel() for p in target.parameters())
+        return count_parameters(target)
     params = getattr(method, "parameters", None)
     if callable(params):
         return sum(p.numel() for p in params())
     return None
-
-
-class as_method:
-    """Wrap a network whose ``forward`` takes one tensor as an evaluation method.
-
-    ``as_method(model, "left", "right")(batch)`` is ``model(cat([left, right], dim=1))``; the
-    wrapped model stays reachable as ``.model`` (so its parameters are counted).
-
-    Example:
-        >>> m = as_method(torch.nn.Conv2d(6, 3, 1), "left", "right")
-        >>> m({"left": torch.zeros(1, 3, 4, 4), "right": torch.zeros(1, 3, 4, 4)}).shape, count_parameters(m)
-        (torch.Size([1, 3, 4, 4]), 21)
-    """
-
-    def __init__(self, model: torch.nn.Module, *keys: str):
-        from dplab.training.trainer import concat_inputs
-
-        self.model = model
-        self.keys = keys
-        self._forward = concat_inputs(*keys)
-        self.__name__ = type(model).__name__
-
-    def __call__(self, batch: dict) -> torch.Tensor:
-        return self._forward(self.model, batch)
 
 
 def _fmt(value, floatfmt: str) -> str:
@@ -267,7 +245,7 @@ def evaluate(
     for key in (*metrics, "time_s"):
         mean[key] = sum(r[key] for r in rows) / len(rows)
     rows.append(mean)
-    return Table(rows, method=label, params=count_parameters(method), columns=["image", *metrics, "time_s"])
+    return Table(rows, method=label, params=method_parameters(method), columns=["image", *metrics, "time_s"])
 
 
 def compare(methods: Mapping[str, Callable], dataset, *, lpips: Callable | None = None, **kwargs) -> Table:

@@ -29,7 +29,7 @@ from dplab.models.convlstm import ConvLSTM, ConvLSTMCell, LSTMState
 from dplab.models.dpdnet import DPDNet
 from dplab.models.drbnet import DRBNET_VARIANTS, DRBNet, DynamicResidualBlock, apply_pixel_kernels
 from dplab.models.mdp import MDP, MDPOutput, MDPSingleTask
-from dplab.models.rdpd import RDPD, radial_distance_map
+from dplab.models.rdpd import RDPD
 from dplab.models.registry import REFERENCE_PARAMS, build, count_parameters, from_checkpoint, list_models, model_spec
 from dplab.models.shipped import list_pretrained, pretrained
 
@@ -38,5 +38,5 @@ __all__ = [
     "pretrained", "list_pretrained",
     "DPDNet", "RDPD", "DRBNet", "MDP", "MDPSingleTask", "MDPOutput",
     "ConvLSTM", "ConvLSTMCell", "LSTMState", "DynamicResidualBlock", "apply_pixel_kernels",
-    "radial_distance_map", "pad_to_multiple", "DRBNET_VARIANTS",
+    "pad_to_multiple", "DRBNET_VARIANTS",
 ]

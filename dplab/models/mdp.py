@@ -31,7 +31,7 @@ of the same layout with widened layers, so that the number of weights is within 
 
 Values. Input is the combined image in [0, 1]. Outputs are sigmoid values in (0, 1); with
 dplab's convention the predicted views should sum to the input (``L_C``, Eq. 6, in
-:mod:`dplab.training.losses`). H and W are padded to multiples of 16 (edge replication) and the
+:mod:`dplab.training.mdp`). H and W are padded to multiples of 16 (edge replication) and the
 outputs cropped back.
 """
 

@@ -6,7 +6,7 @@ RDPD is DPDNet (:mod:`dplab.models.dpdnet`) with the five changes listed in Sec.
    after a 3x3 convolution to 512 channels; its hidden state is carried from frame to frame;
 2. a 7th input channel holding the relative radial distance of each pixel from the image
    centre ("radial distance patch", supplement S4.2, Fig. S4); see
-   :func:`radial_distance_map`;
+   :func:`dplab.ops.radial.radial_distance_map`;
 3. the multi-scale edge loss (Eqs. 13-16) -- a training loss, :func:`dplab.training.losses.rdpd_loss`;
 4. half the filters of DPDNet at every level: 32, 64, 128, 256 (bottleneck 512);
 5. a linear 1x1 last layer clamped to [0, 1] in place of the sigmoid.
@@ -41,49 +41,10 @@ from dplab._validate import require_choice, require_finite, require_positive, re
 from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
 from dplab.models.convlstm import ConvLSTMCell, LSTMState
 
-__all__ = ["RDPD", "RDPD_PARAMS", "radial_distance_map"]
+__all__ = ["RDPD", "RDPD_PARAMS"]
 
 #: Parameter count of the authors' Keras RDPD (7 input channels, no peepholes).
 RDPD_PARAMS = 24_278_703
-
-
-def radial_distance_map(height: int, width: int, *, quantize: bool = True,
-                        device=None, dtype=torch.float32) -> torch.Tensor:
-    """Relative radial distance of each pixel from the image centre (RDPD supp. S4.2, Fig. S4).
-
-    ``r = dist / corner_dist`` in [0, 1], with ``dist`` measured from the geometric centre
-    ``((H - 1) / 2, (W - 1) / 2)``. The authors' data code stores ``round(255 r) / 255``
-    (8-bit PNG masks); ``quantize=True`` reproduces that. Crop it together with the patch
-    when training on patches, so that each patch keeps its position in the full frame.
-
-    Args:
-        height: image height in pixels (>= 1).
-        width: image width in pixels (>= 1).
-        quantize: round to multiples of 1/255 like the code's 8-bit masks.
-        device: torch device of the result.
-        dtype: floating dtype of the result.
-
-    Returns:
-        ``(1, 1, height, width)`` tensor in [0, 1].
-
-    Raises:
-        TypeError, ValueError: non-integer or non-positive sizes.
-
-    Example:
-        >>> r = radial_distance_map(3, 5, quantize=False)
-        >>> float(r[0, 0, 1, 2]), float(r[0, 0, 0, 0]), float(r[0, 0, 2, 4])
-        (0.0, 1.0, 1.0)
-    """
-    height = require_positive("height", height, integer=True)
-    width = require_positive("width", width, integer=True)
-    y = torch.arange(height, device=device, dtype=torch.float64) - (height - 1) / 2
-    x = torch.arange(width, device=device, dtype=torch.float64) - (width - 1) / 2
-    d = torch.sqrt(y[:, None] ** 2 + x[None, :] ** 2)
-    corner = d.max()
-    r = d / corner if corner > 0 else torch.zeros_like(d)
-    if quantize:
-        r = torch.round(255 * r) / 255
-    return r.to(dtype)[None, None]
 
 
 class RDPD(nn.Module):

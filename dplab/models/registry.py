@@ -1,9 +1,32 @@
-"""The registry of the book's networks: build one by name, rebuild one from a checkpoint."""
+"""The registry of the book's networks: build one by name, feed it, rebuild one from a checkpoint.
+
+Each entry declares, besides how to build the network, what it is fed and how it is trained:
+
+| name | inputs (channels) | default loss | output |
+| --- | --- | --- | --- |
+| ``dpdnet`` | ``left, right`` (6) | ``mse`` (DPDNet, ECCV 2020, Sec. 4) | image |
+| ``dpdnet_single`` | ``combined`` (3) | ``mse`` | image |
+| ``rdpd`` | ``left, right, radial`` (7) | ``mse+edge`` (RDPD, ICCV 2021, Eq. 16) | image |
+| ``rspd`` | ``left, radial`` (4) | ``mse+edge`` | image |
+| ``drbnet`` | ``combined`` (3) | ``l1`` (DRBNet, CVPR 2022, Eq. 6) | image |
+| ``drbnet_dual`` | ``left, right`` (6) | ``l1`` | image |
+| ``mdp`` | ``combined`` (3) | ``mdp_step2`` (MDP, WACV 2022, Sec. 3.4) | ``.sharp`` |
+| ``mdp_single_task`` | ``combined`` (3) | ``mdp_step2`` | ``.sharp`` |
+
+:func:`network_input` turns a batch (a sample dict of ``(B, C, H, W)`` or ``(B, T, C, H, W)``
+tensors) into the input tensor of a registry network, and :func:`network_forward` makes the
+``forward(model, batch)`` of :class:`dplab.training.trainer.Trainer` from it; training,
+evaluation (:class:`dplab.eval.zoo.NetworkMethod`) and the benchmark all feed networks through
+these two. The loss names are the recipe loss kinds of
+:func:`dplab.training.objectives.recipe_loss`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from dplab._io import to_plain
@@ -12,8 +35,12 @@ from dplab.models.dpdnet import DPDNET_PARAMS, DPDNet
 from dplab.models.drbnet import DRBNET_PARAMS, DRBNET_VARIANTS, DRBNet
 from dplab.models.mdp import MDP, MDP_PARAMS, MDPSingleTask
 from dplab.models.rdpd import RDPD, RDPD_PARAMS
+from dplab.ops.radial import radial_distance_map
 
-__all__ = ["build", "list_models", "count_parameters", "REFERENCE_PARAMS", "model_spec", "from_checkpoint"]
+__all__ = [
+    "build", "list_models", "count_parameters", "REFERENCE_PARAMS", "model_spec", "from_checkpoint",
+    "ModelEntry", "INPUT_CHANNELS", "model_entry", "model_inputs", "network_input", "network_forward",
+]
 
 #: Parameter counts of the authors' code for the default configuration of each registry
 #: name (the authors' released code, counted with their model definitions). ``rspd`` is derived: the RDPD code's count with 4 input
@@ -28,6 +55,29 @@ REFERENCE_PARAMS = {
     "mdp": MDP_PARAMS,
 }
 
+#: Channels of each sample-dict key a registry network may take: the DP views and the
+#: combined image (RGB) and RDPD's radial-distance channel (:mod:`dplab.ops.radial`).
+INPUT_CHANNELS = {"left": 3, "right": 3, "combined": 3, "radial": 1}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registry network: how it is built, fed and trained.
+
+    Attributes:
+        factory: ``factory(**cfg)`` builds the network (use :func:`build`).
+        inputs: the sample-dict keys concatenated on the channel axis, in order.
+        loss: the default training loss, a recipe loss kind
+            (:func:`dplab.training.objectives.recipe_loss`).
+        output: None when ``forward`` returns the sharp image; else the attribute of the
+            output that holds it (MDP: ``"sharp"``).
+    """
+
+    factory: Callable[..., nn.Module] = field(repr=False)
+    inputs: tuple[str, ...]
+    loss: str
+    output: str | None = None
+
 
 def _drbnet(in_channels: int, variant: str | None, cfg: dict) -> DRBNet:
     opts = dict(DRBNET_VARIANTS[require_choice("variant", variant, tuple(DRBNET_VARIANTS))]) if variant else {}
@@ -35,15 +85,15 @@ def _drbnet(in_channels: int, variant: str | None, cfg: dict) -> DRBNet:
     return DRBNet(in_channels, **opts)
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "dpdnet": lambda **cfg: DPDNet(**{"in_channels": 6, **cfg}),
-    "dpdnet_single": lambda **cfg: DPDNet(**{"in_channels": 3, **cfg}),
-    "rdpd": lambda **cfg: RDPD(**{"in_channels": 7, **cfg}),
-    "rspd": lambda **cfg: RDPD(**{"in_channels": 4, **cfg}),
-    "drbnet": lambda variant=None, **cfg: _drbnet(3, variant, cfg),
-    "drbnet_dual": lambda variant=None, **cfg: _drbnet(6, variant, cfg),
-    "mdp": lambda **cfg: MDP(**cfg),
-    "mdp_single_task": lambda **cfg: MDPSingleTask(**cfg),
+_REGISTRY: dict[str, ModelEntry] = {
+    "dpdnet": ModelEntry(lambda **cfg: DPDNet(**{"in_channels": 6, **cfg}), ("left", "right"), "mse"),
+    "dpdnet_single": ModelEntry(lambda **cfg: DPDNet(**{"in_channels": 3, **cfg}), ("combined",), "mse"),
+    "rdpd": ModelEntry(lambda **cfg: RDPD(**{"in_channels": 7, **cfg}), ("left", "right", "radial"), "mse+edge"),
+    "rspd": ModelEntry(lambda **cfg: RDPD(**{"in_channels": 4, **cfg}), ("left", "radial"), "mse+edge"),
+    "drbnet": ModelEntry(lambda variant=None, **cfg: _drbnet(3, variant, cfg), ("combined",), "l1"),
+    "drbnet_dual": ModelEntry(lambda variant=None, **cfg: _drbnet(6, variant, cfg), ("left", "right"), "l1"),
+    "mdp": ModelEntry(lambda **cfg: MDP(**cfg), ("combined",), "mdp_step2", "sharp"),
+    "mdp_single_task": ModelEntry(lambda **cfg: MDPSingleTask(**cfg), ("combined",), "mdp_step2", "sharp"),
 }
 
 
@@ -81,7 +131,7 @@ def build(name: str, **cfg) -> nn.Module:
     """
     require_choice("name", name, list_models())
     try:
-        model = _REGISTRY[name](**cfg)
+        model = _REGISTRY[name].factory(**cfg)
     except TypeError as exc:
         raise TypeError(f"build({name!r}): {exc}") from None
     # Self-description: dplab.training.trainer.Trainer stores it in its checkpoints ("model_spec"), so
@@ -183,3 +233,103 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry's :class:`ModelEntry` of ``name``.
+
+    Example:
+        >>> model_entry("rdpd").inputs, model_entry("rdpd").loss
+        (('left', 'right', 'radial'), 'mse+edge')
+    """
+    return _REGISTRY[require_choice("name", name, list_models())]
+
+
+def model_inputs(name: str, in_channels: int | None = None) -> tuple[str, ...]:
+    """The sample-dict keys a network of registry ``name`` is fed, in channel order.
+
+    Args:
+        name: one of :func:`list_models`.
+        in_channels: the built network's input channels when known (``model.in_channels``):
+            an RDPD/RSPD built one channel short is the "without radial distance" ablation
+            (RDPD supplement Table S4) and is fed without ``"radial"``.
+
+    Raises:
+        ValueError: unknown name, or ``in_channels`` that fits neither the declared inputs
+            nor them without the radial channel.
+
+    Example:
+        >>> model_inputs("rdpd"), model_inputs("rdpd", in_channels=6)
+        (('left', 'right', 'radial'), ('left', 'right'))
+    """
+    keys = model_entry(name).inputs
+    if in_channels is None or int(in_channels) == sum(INPUT_CHANNELS[k] for k in keys):
+        return keys
+    without = tuple(k for k in keys if k != "radial")
+    if without != keys and int(in_channels) == sum(INPUT_CHANNELS[k] for k in without):
+        return without
+    raise ValueError(f"a {name!r} network takes {keys} ({sum(INPUT_CHANNELS[k] for k in keys)} channels)"
+                     f"{f' or {without}' if without != keys else ''}, not {in_channels} input channels")
+
+
+def network_input(name: str, batch: dict, *, in_channels: int | None = None) -> torch.Tensor:
+    """The input tensor of a registry network: its inputs (:func:`model_inputs`) taken from
+    ``batch`` and concatenated on the channel axis (dim -3), for frames ``(B, C, H, W)`` and
+    sequences ``(B, T, C, H, W)`` alike.
+
+    A ``"radial"`` input missing from the batch (full images at test time) is the map of the
+    whole frame (:func:`dplab.ops.radial.radial_distance_map`); a patch sampler's batch
+    carries the map of each patch's window instead.
+
+    Args:
+        name: one of :func:`list_models`.
+        batch: sample dict of tensors.
+        in_channels: see :func:`model_inputs`.
+
+    Raises:
+        KeyError: the batch lacks an input (other than ``"radial"``).
+
+    Example:
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> network_input("rdpd", {"left": x / 2, "right": x / 2}).shape
+        torch.Size([2, 7, 8, 8])
+        >>> network_input("drbnet", {"combined": x}) is x
+        True
+    """
+    keys = model_inputs(name, in_channels)
+    missing = [k for k in keys if k not in batch and k != "radial"]
+    if missing:
+        raise KeyError(f"a {name!r} network is fed {keys}; the batch lacks {missing} (keys: {sorted(batch)})")
+    parts = []
+    for key in keys:
+        value = batch.get(key)
+        if value is None and key == "radial":
+            x = parts[0]
+            value = radial_distance_map(*x.shape[-2:], dtype=x.dtype, device=x.device)
+            value = value.expand(*x.shape[:-3], 1, *x.shape[-2:])
+        parts.append(value)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-3)
+
+
+def network_forward(name: str, *, in_channels: int | None = None, **call_kwargs) -> Callable:
+    """A ``forward(model, batch)`` for :class:`dplab.training.trainer.Trainer`:
+    ``model(network_input(name, batch), **call_kwargs)``.
+
+    Args:
+        name: one of :func:`list_models`.
+        in_channels: see :func:`model_inputs`.
+        **call_kwargs: passed to the model's ``forward`` (e.g. ``return_scales=True`` for
+            DRBNet's multi-scale losses).
+
+    Example:
+        >>> fwd = network_forward("dpdnet")
+        >>> fwd(torch.nn.Identity(), {"left": torch.zeros(1, 3, 4, 4), "right": torch.ones(1, 3, 4, 4)}).shape
+        torch.Size([1, 6, 4, 4])
+    """
+    keys = model_inputs(name, in_channels)      # validates now, not at the first step
+
+    def forward(model, batch):
+        return model(network_input(name, batch, in_channels=in_channels), **call_kwargs)
+
+    forward.inputs = keys
+    return forward

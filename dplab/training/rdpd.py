@@ -8,10 +8,11 @@ clips), so that :class:`dplab.training.trainer.Trainer` runs it unchanged with `
 ``shuffle=False`` and ``collate_fn=collate_first``. An item depends only on
 ``(seed, epoch, k)``, so resuming works as for any other dplab dataset.
 
-The rest are small pieces the chapters share: the network input (``[left, right, radial]`` and
-its ablations), the RDPD loss as a trainer ``loss_fn``, evaluation methods for full images and
-for whole sequences (state carried from frame to frame, or reset at every frame), and the
-Pixel 4 views turned into the 3-channel input the networks expect.
+The rest are small pieces the chapters share: the RDPD loss as a trainer ``loss_fn``, the
+evaluation of whole sequences (state carried from frame to frame, or reset at every frame),
+and the Pixel 4 views turned into the 3-channel input the networks expect. The network input
+(``[left, right, radial]`` and its ablations) is the registry's
+(:func:`dplab.models.registry.network_input`), as for every other network.
 
 Example:
     >>> import torch
@@ -25,26 +26,22 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from dplab._validate import require_positive
-from dplab.data.patches import item_generator, radial_distance_map
-from dplab.training.losses import rdpd_loss
+from dplab.data.patches import item_generator
 from dplab.metrics.image import mae, psnr, ssim
+from dplab.models.registry import model_spec, network_input
+from dplab.training.losses import rdpd_loss
 
 __all__ = [
     "KEYS",
     "AlternatingBatches",
     "collate_first",
-    "dp_input",
-    "make_forward",
     "make_loss",
-    "image_method",
     "evaluate_sequences",
     "pixel4_input",
     "gain_fit_psnr",
@@ -129,35 +126,6 @@ def collate_first(items: list):
     return items[0]
 
 
-def dp_input(batch: dict, views: Sequence[str] = ("left", "right"), radial: bool = True) -> torch.Tensor:
-    """The network input: the given views (and the radial channel) concatenated on the
-    channel axis, for frames ``(B, C, H, W)`` or sequences ``(B, T, C, H, W)``.
-
-    With ``radial=True`` and no ``"radial"`` in the batch (full images at test time), the map
-    of the whole frame is built (:func:`dplab.data.patches.radial_distance_map`).
-    """
-    parts = [batch[v] for v in views]
-    if radial:
-        r = batch.get("radial")
-        if r is None:
-            x = parts[0]
-            r = radial_distance_map(*x.shape[-2:]).to(x)
-            r = r.expand(*x.shape[:-3], 1, *x.shape[-2:])
-        parts.append(r)
-    return torch.cat(parts, dim=-3)
-
-
-def make_forward(views: Sequence[str] = ("left", "right"), radial: bool = True):
-    """Trainer ``forward(model, batch)`` feeding :func:`dp_input`."""
-    views = tuple(views)
-
-    def forward(model, batch):
-        return model(dp_input(batch, views, radial))
-
-    forward.views, forward.radial = views, radial
-    return forward
-
-
 def make_loss(scales=3, lambda_x: float = 0.03, lambda_y: float = 0.02):
     """Trainer ``loss_fn`` for RDPD, Eq. 16 (:func:`dplab.training.losses.rdpd_loss`); ``scales=0`` is
     plain MSE. Works for frames and sequences."""
@@ -168,32 +136,31 @@ def make_loss(scales=3, lambda_x: float = 0.03, lambda_y: float = 0.02):
     return loss_fn
 
 
-class image_method:
-    """An evaluation method (:func:`dplab.eval.evaluate.evaluate`) for a network fed by
-    :func:`dp_input`; ``.model`` is the network (its parameters are counted)."""
-
-    def __init__(self, model: torch.nn.Module, views: Sequence[str] = ("left", "right"), radial: bool = True):
-        self.model, self.views, self.radial = model, tuple(views), bool(radial)
-        self.__name__ = type(model).__name__
-
-    def __call__(self, batch: dict) -> torch.Tensor:
-        return self.model(dp_input(batch, self.views, self.radial))
-
-
 @torch.no_grad()
-def evaluate_sequences(model: torch.nn.Module, frames, *, views: Sequence[str] = ("left", "right"),
-                       radial: bool = True, carry_state: bool = True, device="cpu") -> dict:
+def evaluate_sequences(model: torch.nn.Module, frames, *, model_name: str | None = None, carry_state: bool = True,
+                       device="cpu") -> dict:
     """Deblur every test sequence of ``frames`` (a :class:`~dplab.data.DPSequenceDataset`).
 
     With ``carry_state=True`` a sequence is one ``(1, T, C, H, W)`` call (the ConvLSTM state
     passes from frame to frame); with False every frame is a separate call from a zero state
     (how a single-image network sees the sequence). Non-recurrent models get frames one by one.
+    The input is the registry's for ``model_name`` (default: the name the model was built with,
+    :func:`dplab.models.registry.model_spec`; RDPD: ``[left, right, radial]``).
+
+    Raises:
+        ValueError: no ``model_name`` and a model not made by :func:`dplab.models.build`.
 
     Returns:
         ``{"psnr", "ssim", "mae"}`` averaged over all frames, ``"input_psnr"`` of the blurred
         combined image, ``"per_frame_psnr"`` (mean over sequences at each frame position) and
         ``"frames"`` (count).
     """
+    if model_name is None:
+        spec = model_spec(model)
+        if spec is None:
+            raise ValueError("give the registry name of the model (model_name=...): it was not made by "
+                             "dplab.models.build")
+        model_name = spec["name"]
     device = torch.device(device)
     model = model.to(device).eval()
     recurrent = getattr(model, "lstm", None) is not None
@@ -201,7 +168,7 @@ def evaluate_sequences(model: torch.nn.Module, frames, *, views: Sequence[str] =
     for name in sorted(frames.sequences):
         samples = [frames[i] for i in frames.sequences[name]]
         batch = {k: torch.stack([s[k] for s in samples])[None].to(device) for k in KEYS if k in samples[0]}
-        x = dp_input(batch, views, radial)
+        x = network_input(model_name, batch, in_channels=getattr(model, "in_channels", None))
         if recurrent and carry_state:
             out = model(x)[0]
         else:

@@ -2,22 +2,24 @@
 
 :class:`Trainer` runs a model over a map-style dataset of sample dicts. The model's forward is
 generic: by default it is called as ``model(batch)`` with the batch dict (``"combined"``,
-``"left"``, ``"right"``, ``"sharp"``, ... as ``(B, C, H, W)`` tensors), and any other calling
-convention is a ``forward(model, batch)`` function. The loss is a callable
-``loss_fn(prediction, batch)`` returning a scalar tensor, or a dict with a ``"loss"`` entry plus
-named terms that are logged.
+``"left"``, ``"right"``, ``"sharp"``, ... as ``(B, C, H, W)`` tensors); any other calling
+convention is a ``forward(model, batch)`` function, for the book's networks
+:func:`dplab.models.registry.network_forward` (the inputs their registry entry declares). The
+loss is a callable ``loss_fn(prediction, batch)`` returning a scalar tensor, or a dict with a
+``"loss"`` entry plus named terms that are logged (:func:`dplab.training.objectives.recipe_loss`
+makes the papers').
 
 What it does:
 
-* epochs and/or a step budget; learning-rate schedules per epoch or per step: constant,
-  ``"step"`` (multiply by ``gamma`` every ``every`` epochs: DPDNet, RDPD, MDP) and
-  ``"linear_decay"`` (constant, then linear towards zero: DRBNet, after Zhu et al. 2017);
+* epochs and/or a step budget; learning-rate schedules per epoch or per step
+  (:func:`dplab.training.recipes.lr_factor`; the papers' settings are
+  :data:`dplab.training.recipes.RECIPES`);
 * Adam or RAdam (DRBNet, Sec. 5.1), gradient clipping, AMP (float16 + GradScaler) on CUDA only,
   optional ``torch.compile``;
-* a ``tqdm`` progress bar, a CSV log (``log.csv``) and a JSON summary (``log.json``);
-* checkpoints written atomically (temporary file, fsync, rename) every ``checkpoint_every``
-  steps and at the end, holding only tensors and plain containers so that they load with
-  ``torch.load(..., weights_only=True)``;
+* a ``tqdm`` progress bar, a CSV log (``log.csv``) and a JSON summary (``log.json``), and a
+  guard that stops a diverging run (:mod:`dplab.training.monitor`);
+* checkpoints written atomically every ``checkpoint_every`` steps and at the end, loadable with
+  ``torch.load(..., weights_only=True)`` (:mod:`dplab.training.checkpoints`);
 * exact resume: model, optimizer, scheduler, AMP scaler, RNG states (torch, CUDA, NumPy,
   Python) and the position in the data order. The data order is a function of
   ``(seed, epoch)`` alone, and datasets that have ``set_epoch`` (the patch samplers of
@@ -27,346 +29,26 @@ What it does:
   CUDA, gloo on CPU). ``batch_size`` is the *global* batch; each of the ``W`` processes takes
   ``batch_size / W`` samples of every global batch, so the gradient equals the one-process
   gradient of the same global batch.
-
-Recipes of the papers are plain dicts in :data:`RECIPES`; :func:`recipe` copies one and
-applies overrides.
 """
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
-import math
-import os
 import random
-import tempfile  # noqa: F401  (the doctests use it)
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from dplab._io import atomic_file, to_plain, write_json_atomic
-from dplab._validate import require_choice, require_number, require_positive
+from dplab._io import to_plain
+from dplab.training.checkpoints import (CHECKPOINT_FORMAT, GlobalBatchSampler, distributed_info, load_checkpoint,
+                                        mix_seed, rng_state, save_checkpoint_atomic, set_rng_state)
+from dplab.training.monitor import DivergenceGuard, RunLog
+from dplab.training.recipes import check_config, lr_factor
 
-__all__ = [
-    "TrainingDiverged",
-    "DEFAULTS",
-    "RECIPES",
-    "recipe",
-    "lr_factor",
-    "Trainer",
-    "load_checkpoint",
-    "save_checkpoint_atomic",
-    "distributed_info",
-    "concat_inputs",
-]
-
-CHECKPOINT_FORMAT = 1
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss turned non-finite or left its running range by orders of magnitude.
-
-    Raised by :meth:`Trainer.train_step` before the offending step changes any weight, so the
-    last checkpoint (``checkpoints/last.pt``, written before the blow-up) is the last good
-    model. Attributes ``step`` (the step that diverged) and ``loss``.
-    """
-
-    def __init__(self, message: str, step: int, loss: float):
-        super().__init__(message)
-        self.step, self.loss = step, loss
-
-#: Trainer settings and their defaults. ``epochs`` or ``max_steps`` must be set.
-DEFAULTS: dict = {
-    "epochs": None,  # number of passes over the training data
-    "max_steps": None,  # optimizer steps (stops at whichever of the two comes first)
-    "batch_size": 8,  # global batch (summed over processes)
-    "shuffle": True,
-    "optimizer": "adam",  # "adam" | "radam"
-    "lr": 1e-4,
-    "betas": (0.9, 0.999),
-    "eps": 1e-8,
-    "weight_decay": 0.0,
-    "schedule": {"kind": "constant"},  # see lr_factor
-    "grad_clip": None,  # max global gradient norm, or None
-    "amp": "auto",  # "auto" (on for CUDA) | True | False
-    "compile": False,  # torch.compile the model
-    "seed": 0,  # data order, patch sampling, global RNG at a fresh start
-    "num_workers": 0,
-    "device": "auto",
-    "log_every": 1,  # steps between log rows
-    "checkpoint_every": 100,  # steps between checkpoints (0: only at the end)
-    "val_every": 1,  # epochs between validations (0: only at the end)
-    "val_batch_size": 1,
-    "best_metric": "psnr",  # "psnr" (or whatever metric_fn measures; higher is better) | "loss"
-    "progress": True,
-    "find_unused_parameters": False,
-    # Divergence guard: stop when the loss is non-finite, or (after `divergence_window` steps)
-    # exceeds `divergence_factor` times the largest loss of the last `divergence_window` steps
-    # and the run's first loss.
-    "divergence_factor": 100.0,  # None: never stop on a large loss (non-finite still stops)
-    "divergence_window": 50,
-}
-# Keys a recipe may carry for the chapter (data and loss settings); the trainer ignores them.
-_INFO_KEYS = ("paper", "data", "loss", "notes")
-
-#: The papers' training recipes (REFERENCE_FACTS and the papers' implementation sections).
-RECIPES: dict = {
-    "dpdnet": {
-        "paper": "Abuolaim and Brown, ECCV 2020, Sec. 4 (and DPDNet/config.py)",
-        "optimizer": "adam",
-        "lr": 2e-5,
-        "schedule": {"kind": "step", "every": 60, "gamma": 0.5},
-        "epochs": 200,
-        "batch_size": 5,
-        "data": {"patch_size": 512, "overlap": 0.6, "drop_fraction": 0.3, "dropout": 0.4},
-        "loss": {"kind": "mse"},
-    },
-    "rdpd": {
-        "paper": "Abuolaim et al., ICCV 2021, Sec. 5 (and rdpd_code/config.py)",
-        "optimizer": "adam",
-        "lr": 5e-5,
-        "schedule": {"kind": "step", "every": 40, "gamma": 0.5},
-        "epochs": 140,
-        "batch_size": 8,
-        "data": {"patch_size": 512, "frames": 4, "video_batch": 2, "image_batch": 8, "radial": True, "filter_extra": 3},
-        "loss": {"kind": "mse+edge", "edge_weight_x": 0.03, "edge_weight_y": 0.02},
-        "notes": "odd iterations synthetic video clips, even iterations real single images",
-    },
-    "drbnet_lfdof": {
-        "paper": "Ruan et al., CVPR 2022, Sec. 5.1 (stage 1 on LFDOF)",
-        "optimizer": "radam",
-        "lr": 1e-4,
-        "betas": (0.9, 0.99),
-        "schedule": {"kind": "linear_decay", "constant": 100, "decay": 100},
-        "epochs": 200,
-        "batch_size": 8,
-        "data": {"patch_size": 320, "augment": ["gaussian_noise", "grayscale", "scaling"]},
-        "loss": {"kind": "l1"},
-    },
-    "drbnet_dpdd": {
-        "paper": "Ruan et al., CVPR 2022, Sec. 5.1 (stage 2 fine-tuning on DPDD)",
-        "optimizer": "radam",
-        "lr": 1e-5,
-        "betas": (0.9, 0.99),
-        "schedule": {"kind": "linear_decay", "constant": 50, "decay": 50},
-        "epochs": 100,
-        "batch_size": 8,
-        "data": {"patch_size": 320},
-        "loss": {"kind": "l1+vgg"},
-    },
-    "mdp_step1": {
-        "paper": "Abuolaim et al., WACV 2022, Sec. 4.1 (step 1: DP-view synthesis on DLDP)",
-        "optimizer": "adam",
-        "lr": 3e-4,
-        "schedule": {"kind": "step", "every": 8, "gamma": 0.5},
-        "epochs": 60,
-        "batch_size": 8,
-        "data": {"patch_size": 512, "dataset": "dldp"},
-        "loss": {"kind": "mdp_step1", "weights_code": [1, 1, 0.2, 0.2]},
-        "notes": "the sharp-image decoder is frozen (pass only trainable parameters)",
-    },
-    "mdp_step2": {
-        "paper": "Abuolaim et al., WACV 2022, Sec. 4.1 (step 2: joint training on DPDD)",
-        "optimizer": "adam",
-        "lr": 6e-4,
-        "schedule": {"kind": "step", "every": 8, "gamma": 0.5},
-        "epochs": 80,
-        "batch_size": 8,
-        "data": {"patch_size": 512, "dataset": "dpdd"},
-        "loss": {"kind": "mdp_step2", "weights_code": [1, 0.2, 0.2, 0.2], "lambdas_paper": [0.8, 0.5, 0.5]},
-    },
-}
-
-
-def recipe(name: str, **overrides) -> dict:
-    """A deep copy of a paper's recipe with ``overrides`` applied (e.g. a shorter run).
-
-    Args:
-        name: a key of :data:`RECIPES`.
-        **overrides: settings that replace the recipe's.
-
-    Returns:
-        A plain dict for :class:`Trainer`.
-
-    Raises:
-        KeyError: unknown recipe (the message lists them).
-
-    Example:
-        >>> cfg = recipe("dpdnet", epochs=2)
-        >>> cfg["lr"], cfg["epochs"], cfg["schedule"]["every"]
-        (2e-05, 2, 60)
-    """
-    if name not in RECIPES:
-        raise KeyError(f"no recipe {name!r}; known: {sorted(RECIPES)}")
-    config = copy.deepcopy(RECIPES[name])
-    config.update(copy.deepcopy(overrides))
-    return config
-
-
-def lr_factor(schedule: dict, t: int) -> float:
-    """Learning-rate multiplier at epoch (or step) ``t``, counted from 0.
-
-    ``{"kind": "constant"}``: 1.
-    ``{"kind": "step", "every": k, "gamma": g}``: ``g ** (t // k)`` (halve every k epochs with
-    ``g = 0.5``).
-    ``{"kind": "linear_decay", "constant": n, "decay": d}``: 1 for the first ``n`` epochs, then
-    ``1 - (t + 1 - n) / (d + 1)`` (Zhu et al.'s rule that DRBNet follows: linear towards 0 over
-    the next ``d`` epochs), never below 0.
-    ``{"kind": "cosine", "total": n, "floor": f}``: half a cosine from 1 down to ``f`` (default
-    0.01) over ``n`` epochs (or steps), then ``f`` (Loshchilov and Hutter, 2017, without
-    restarts; dplab's shipped CPU-trained weights use it per step).
-    Every kind accepts ``"unit": "epoch"`` (default) or ``"step"``.
-
-    Raises:
-        ValueError: unknown kind or bad parameters.
-
-    Example:
-        >>> [lr_factor({"kind": "step", "every": 2, "gamma": 0.5}, t) for t in range(5)]
-        [1.0, 1.0, 0.5, 0.5, 0.25]
-        >>> [round(lr_factor({"kind": "linear_decay", "constant": 2, "decay": 3}, t), 2) for t in range(6)]
-        [1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
-        >>> [round(lr_factor({"kind": "cosine", "total": 4, "floor": 0.0}, t), 3) for t in range(6)]
-        [1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
-    """
-    if not isinstance(schedule, dict) or "kind" not in schedule:
-        raise ValueError(f"schedule must be a dict with a 'kind', got {schedule!r}")
-    kind = schedule["kind"]
-    if kind == "constant":
-        return 1.0
-    if kind == "step":
-        every = require_positive("schedule['every']", schedule.get("every"), integer=True)
-        gamma = require_positive("schedule['gamma']", schedule.get("gamma", 0.5))
-        return float(gamma ** (t // every))
-    if kind == "linear_decay":
-        constant = require_positive("schedule['constant']", schedule.get("constant"), allow_zero=True, integer=True)
-        decay = require_positive("schedule['decay']", schedule.get("decay"), integer=True)
-        return float(max(0.0, 1.0 - max(0, t + 1 - constant) / (decay + 1)))
-    if kind == "cosine":
-        if schedule.get("total") is None:
-            raise ValueError("a cosine schedule needs schedule['total'], the epochs (or steps) it decays over")
-        total = require_positive("schedule['total']", schedule.get("total"), integer=True)
-        floor = float(require_number("schedule['floor']", schedule.get("floor", 0.01)))
-        if not 0 <= floor <= 1:
-            raise ValueError(f"schedule['floor'] must be in [0, 1], got {floor!r}")
-        return float(floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
-    raise ValueError(f"schedule kind must be 'constant', 'step', 'linear_decay' or 'cosine', got {kind!r}")
-
-
-# --- checkpoints ----------------------------------------------------------------------------
-def save_checkpoint_atomic(payload: dict, path: Path | str) -> Path:
-    """``torch.save`` through a temporary file in the same folder, fsync, then rename, so a
-    reader (or a resumed run after a crash) never sees half a checkpoint.
-
-    Example:
-        >>> p = save_checkpoint_atomic({"w": torch.ones(2)}, Path(tempfile.mkdtemp()) / "c.pt")
-        >>> load_checkpoint(p)["w"].tolist()
-        [1.0, 1.0]
-    """
-    path = Path(path)
-    with atomic_file(path, fsync=True) as handle:
-        torch.save(payload, handle)
-    return path
-
-
-def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs).
-
-    Args:
-        path: a file written by :class:`Trainer` or :func:`save_checkpoint_atomic`.
-        map_location: device for the tensors.
-
-    Returns:
-        The checkpoint dict; a trainer checkpoint has ``"model"`` (a state dict), ``"step"``,
-        ``"optimizer"``, ``"scheduler"``, ``"rng"``, ``"best"`` and ``"config"``, and
-        ``"model_spec"`` when the model was made by :func:`dplab.models.build` (see
-        :func:`dplab.models.from_checkpoint`).
-
-    Raises:
-        FileNotFoundError: no such file.
-
-    Example:
-        >>> p = save_checkpoint_atomic({"step": 3}, Path(tempfile.mkdtemp()) / "c.pt")
-        >>> load_checkpoint(p)["step"]
-        3
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())  # map_location may have moved them to the GPU
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-# --- distributed ----------------------------------------------------------------------------
-def distributed_info() -> dict:
-    """``{"world_size", "rank", "local_rank"}`` from the environment ``torchrun`` sets.
-
-    Example:
-        >>> sorted(distributed_info())
-        ['local_rank', 'rank', 'world_size']
-    """
-    return {
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-        "rank": int(os.environ.get("RANK", "0")),
-        "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
-    }
-
-
-class _GlobalBatchSampler(Sampler):
-    """Batches of one process: a permutation fixed by ``(seed, epoch)``, cut into global
-    batches, each split into equal per-process slices; starts at batch ``start``."""
-
-    def __init__(self, n: int, global_batch: int, world: int, rank: int, seed: int, epoch: int, start: int, shuffle: bool):
-        self.n, self.global_batch, self.world, self.rank = n, global_batch, world, rank
-        self.seed, self.epoch, self.start, self.shuffle = seed, epoch, start, shuffle
-        self.per_rank = global_batch // world
-        self.steps = n // global_batch
-
-    def __len__(self) -> int:
-        return self.steps - self.start
-
-    def __iter__(self):
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch))).tolist()
-        else:
-            order = list(range(self.n))
-        for i in range(self.start, self.steps):
-            begin = i * self.global_batch + self.rank * self.per_rank
-            yield order[begin : begin + self.per_rank]
-
-
-def _mix(seed: int, epoch: int) -> int:
-    state = np.random.SeedSequence([int(seed) % 2**63, int(epoch), 0x5EED]).generate_state(2, np.uint32)
-    return int(state[0]) << 32 | int(state[1])
+__all__ = ["Trainer"]
 
 
 def _to_device(batch, device: torch.device):
@@ -377,36 +59,6 @@ def _to_device(batch, device: torch.device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
-
-
-def concat_inputs(*keys: str) -> Callable:
-    """A ``forward(model, batch)`` that feeds ``model(cat([batch[k] for k in keys], dim=-3))``.
-
-    For networks whose ``forward`` takes one tensor: DPDNet ``concat_inputs("left", "right")``,
-    RDPD ``concat_inputs("left", "right", "radial")``, single-image networks
-    ``concat_inputs("combined")``. Concatenating along dim -3 (channels) also serves sequence
-    batches ``(B, T, C, H, W)``.
-
-    Raises:
-        ValueError: no keys.
-
-    Example:
-        >>> fwd = concat_inputs("left", "right")
-        >>> fwd(torch.nn.Identity(), {"left": torch.zeros(1, 3, 4, 4), "right": torch.ones(1, 3, 4, 4)}).shape
-        torch.Size([1, 6, 4, 4])
-    """
-    if not keys or not all(isinstance(k, str) for k in keys):
-        raise ValueError(f"give one or more batch keys, got {keys!r}")
-
-    def forward(model, batch):
-        missing = [k for k in keys if k not in batch]
-        if missing:
-            raise KeyError(f"the batch lacks {missing} (keys: {sorted(batch)})")
-        x = batch[keys[0]] if len(keys) == 1 else torch.cat([batch[k] for k in keys], dim=-3)
-        return model(x)
-
-    forward.keys = keys
-    return forward
 
 
 def _default_forward(model, batch):
@@ -432,11 +84,13 @@ class Trainer:
             and other named terms (logged).
         train_data: a map-style dataset returning sample dicts (or anything the default
             collate stacks); ``set_epoch(epoch)`` is called on it when it has one.
-        config: settings overriding :data:`DEFAULTS` (a recipe from :func:`recipe`, say).
+        config: settings overriding :data:`dplab.training.recipes.DEFAULTS` (a recipe from
+            :func:`dplab.training.recipes.recipe`, say).
         output_dir: where ``checkpoints/last.pt``, ``checkpoints/best.pt``, ``log.csv`` and
             ``log.json`` go.
         val_data: optional validation dataset.
-        forward: ``forward(model, batch)`` -> prediction; default ``model(batch)``.
+        forward: ``forward(model, batch)`` -> prediction; default ``model(batch)``
+            (:func:`dplab.models.registry.network_forward` for the book's networks).
         metric_fn: ``metric_fn(prediction, batch)`` -> per-image values (higher is better);
             default PSNR against ``batch["sharp"]``.
         parameters: the parameters to optimise (default: those with ``requires_grad``).
@@ -491,7 +145,7 @@ class Trainer:
             raise TypeError("forward must be callable: forward(model, batch) -> prediction")
         if resume not in (True, False, "auto"):
             raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
-        self.config = self._check_config(config or {})
+        self.config = check_config(config or {})
         cfg = self.config
         self.model = model
         self.loss_fn = loss_fn
@@ -504,7 +158,6 @@ class Trainer:
         self.output_dir = Path(output_dir).expanduser().resolve()
         self.ckpt_dir = self.output_dir / "checkpoints"
         self.last_path, self.best_path = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
-        self.log_csv, self.log_json = self.output_dir / "log.csv", self.output_dir / "log.json"
 
         # distributed setup and device
         info = distributed_info()
@@ -520,6 +173,8 @@ class Trainer:
         if cfg["batch_size"] % self.world_size:
             raise ValueError(f"batch_size {cfg['batch_size']} (global) must be divisible by the {self.world_size} processes")
         self.is_main = self.rank == 0
+        self.log = RunLog(self.output_dir, metric=cfg["best_metric"], write=self.is_main)
+        self.log_csv, self.log_json = self.log.csv_path, self.log.json_path
 
         n = len(train_data)
         if n < cfg["batch_size"]:
@@ -565,47 +220,11 @@ class Trainer:
         self.history: list[dict] = []
         self.val_history: list[dict] = []
         self._last_val_step = None
-        self._recent_losses: list[float] = []
-        self._start_loss: float | None = None
+        self._guard = DivergenceGuard(cfg["divergence_factor"], cfg["divergence_window"], skip_non_finite=self.amp,
+                                      checkpoint=self.last_path)
         self._start_resume(resume)
 
     # -- configuration ----------------------------------------------------------------------
-    @staticmethod
-    def _check_config(config: dict) -> dict:
-        if not isinstance(config, dict):
-            raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(DEFAULTS) - set(_INFO_KEYS))
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
-        cfg = copy.deepcopy(DEFAULTS)
-        cfg.update({k: copy.deepcopy(v) for k, v in config.items() if k in DEFAULTS})
-        if cfg["epochs"] is None and cfg["max_steps"] is None:
-            raise ValueError("set epochs or max_steps (or both)")
-        for key in ("epochs", "max_steps"):
-            if cfg[key] is not None:
-                cfg[key] = int(require_positive(key, cfg[key], integer=True))
-        for key in ("batch_size", "log_every", "val_batch_size"):
-            cfg[key] = int(require_positive(key, cfg[key], integer=True))
-        for key in ("checkpoint_every", "val_every", "num_workers"):
-            cfg[key] = int(require_positive(key, cfg[key], allow_zero=True, integer=True))
-        cfg["lr"] = float(require_positive("lr", cfg["lr"]))
-        cfg["eps"] = float(require_positive("eps", cfg["eps"]))
-        cfg["weight_decay"] = float(require_positive("weight_decay", cfg["weight_decay"], allow_zero=True))
-        if cfg["grad_clip"] is not None:
-            cfg["grad_clip"] = float(require_positive("grad_clip", cfg["grad_clip"]))
-        if cfg["divergence_factor"] is not None:
-            cfg["divergence_factor"] = float(require_positive("divergence_factor", cfg["divergence_factor"]))
-            if cfg["divergence_factor"] <= 1:
-                raise ValueError(f"divergence_factor must be > 1 (or None), got {cfg['divergence_factor']}")
-        cfg["divergence_window"] = int(require_positive("divergence_window", cfg["divergence_window"], integer=True))
-        require_choice("optimizer", cfg["optimizer"], ("adam", "radam"))
-        require_choice("amp", cfg["amp"], ("auto", True, False))
-        betas = cfg["betas"]
-        if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(0 <= float(require_number("betas", b)) < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-        cfg["seed"] = int(require_number("seed", cfg["seed"], integer=True))
-        return cfg
-
     def _pick_device(self, device) -> torch.device:
         if isinstance(device, torch.device):
             return device
@@ -637,7 +256,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.amp else {},
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "best": dict(self.best),
             "last_val_step": self._last_val_step,
             "config": to_plain(dict(self.config), unknown="repr"),
@@ -655,7 +274,7 @@ class Trainer:
         path = Path(path) if path is not None else self.last_path
         if self.is_main:
             save_checkpoint_atomic(self.state_dict(), path)
-            self._write_json()
+            self._write_summary()
         self._barrier()
         return path
 
@@ -673,7 +292,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.amp and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = dict(state["best"])
         self._last_val_step = state.get("last_val_step")
@@ -688,68 +307,31 @@ class Trainer:
             )
         if exists:
             self.load_state_dict(load_checkpoint(self.last_path, map_location=self.device))
-            self._trim_csv()
+            train_rows, val_rows = self.log.trim(self.step)
+            self.history.extend(train_rows)
+            self.val_history.extend(val_rows)
         else:
             torch.manual_seed(self.config["seed"] + self.rank)
             np.random.seed((self.config["seed"] + self.rank) % 2**32)
             random.seed(self.config["seed"] + self.rank)
             if self.is_main:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
-                for stale in (self.log_csv, self.log_json):  # the trainer's own files of a run that never checkpointed
-                    stale.unlink(missing_ok=True)
+                self.log.clear()    # the trainer's own files of a run that never checkpointed
         self._barrier()
 
     # -- logs -------------------------------------------------------------------------------
-    def _trim_csv(self) -> None:
-        """On resume, drop log rows after the checkpoint's step and reload the history."""
-        if not self.log_csv.is_file():
-            return
-        with open(self.log_csv, newline="") as handle:
-            reader = csv.DictReader(handle)
-            fields = reader.fieldnames or []
-            rows = [r for r in reader if r.get("step") and int(r["step"]) <= self.step]
-        self._csv_fields = list(fields)
-        for r in rows:
-            parsed = {k: _parse(v) for k, v in r.items() if v not in ("", None)}
-            (self.val_history if r.get("kind") == "val" else self.history).append(parsed)
-        if self.is_main:
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-            with atomic_file(self.log_csv, "w", newline="") as handle:
-                handle.write(buffer.getvalue())
-
-    def _log_row(self, row: dict) -> None:
-        if not self.is_main:
-            return
-        if not hasattr(self, "_csv_fields"):
-            extra = sorted(k for k in row if k not in ("kind", "step", "epoch", "lr", "loss", "time_s"))
-            metric = self.config["best_metric"]
-            self._csv_fields = ["kind", "step", "epoch", "lr", "loss", *extra, "val_loss", f"val_{metric}", "time_s"]
-        new = not self.log_csv.is_file()
-        with open(self.log_csv, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._csv_fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-    def _write_json(self) -> None:
-        if self.is_main:
-            write_json_atomic(
-                self.log_json,
-                {
-                    "step": self.step,
-                    "epoch": self.step // self.steps_per_epoch,
-                    "total_steps": self.total_steps,
-                    "best": self.best,
-                    "train": self.history,
-                    "val": self.val_history,
-                    "config": to_plain(self.config, unknown="repr"),
-                    "world_size": self.world_size,
-                    "device": str(self.device),
-                },
-            )
+    def _write_summary(self) -> None:
+        self.log.write_json({
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "best": self.best,
+            "train": self.history,
+            "val": self.val_history,
+            "config": to_plain(self.config, unknown="repr"),
+            "world_size": self.world_size,
+            "device": str(self.device),
+        })
 
     # -- loops ------------------------------------------------------------------------------
     def _barrier(self) -> None:
@@ -766,7 +348,7 @@ class Trainer:
             num_workers=self.config["num_workers"],
             collate_fn=self.collate_fn,
             pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(_mix(self.config["seed"], epoch)),
+            generator=torch.Generator().manual_seed(mix_seed(self.config["seed"], epoch)),
         )
 
     def _compute_loss(self, pred, batch) -> tuple[torch.Tensor, dict]:
@@ -782,32 +364,6 @@ class Trainer:
             raise TypeError("loss_fn must return a scalar tensor (or a dict with one under 'loss')")
         return out.reshape(()), terms
 
-    def _check_divergence(self, value: float) -> None:
-        """Raise :class:`TrainingDiverged` for a non-finite loss, or one more than
-        ``divergence_factor`` times the largest of the last ``divergence_window`` losses and
-        larger than the first loss of this run (or of this resumed segment)."""
-        step = self.step + 1
-        where = (f"; the last checkpoint ({self.last_path}) holds the model before it. Lower the "
-                 "learning rate (or set grad_clip) and resume from it, or check the data")
-        if not math.isfinite(value):
-            if self.amp:        # a float16 overflow: GradScaler skips the step and lowers its scale
-                return
-            raise TrainingDiverged(f"training diverged at step {step}: the loss is {value}{where}", step, value)
-        recent = self._recent_losses
-        factor, window = self.config["divergence_factor"], self.config["divergence_window"]
-        if self._start_loss is None:
-            self._start_loss = value
-        # Also above the first loss of the run: a loss that converges towards zero may jump by
-        # orders of magnitude at rounding-noise level without anything going wrong.
-        if (factor is not None and len(recent) >= window and value > factor * max(recent)
-                and value > self._start_loss):
-            raise TrainingDiverged(
-                f"training diverged at step {step}: the loss {value:.4g} is more than {factor:g} times the "
-                f"largest of the previous {window} steps ({min(recent):.4g} to {max(recent):.4g}) and above "
-                f"the run's first loss ({self._start_loss:.4g}){where}", step, value)
-        recent.append(value)
-        del recent[:-window]
-
     def train_step(self, batch) -> dict:
         """One optimizer step on one (per-process) batch; returns the log row."""
         self.train_model.train()
@@ -816,7 +372,7 @@ class Trainer:
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             pred = self.forward_fn(self.train_model, batch)
             loss, terms = self._compute_loss(pred, batch)
-        self._check_divergence(float(loss.detach()))
+        self._guard.check(float(loss.detach()), self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config["grad_clip"] is not None:
@@ -874,7 +430,7 @@ class Trainer:
                 save_checkpoint_atomic({"format": CHECKPOINT_FORMAT, "step": self.step, "metric": metric, "value": value,
                                         "model": self.model.state_dict(), **self._model_spec()}, self.best_path)
             self.val_history.append(result)
-            self._log_row(result)
+            self.log.append(result)
         self._last_val_step = self.step
         self._barrier()
         return result
@@ -891,7 +447,7 @@ class Trainer:
                 epoch, start = divmod(self.step, self.steps_per_epoch)
                 if hasattr(self.train_data, "set_epoch"):
                     self.train_data.set_epoch(epoch)
-                sampler = _GlobalBatchSampler(
+                sampler = GlobalBatchSampler(
                     len(self.train_data), cfg["batch_size"], self.world_size, self.rank, cfg["seed"], epoch, start, cfg["shuffle"]
                 )
                 for batch in self._loader(self.train_data, sampler, epoch):
@@ -899,7 +455,7 @@ class Trainer:
                     row["time_s"] = round(time.perf_counter() - started, 4)
                     if self.step % cfg["log_every"] == 0 or self.step == self.total_steps:
                         self.history.append(row)
-                        self._log_row(row)
+                        self.log.append(row)
                         bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{row['lr']:.3g}", refresh=False)
                     bar.update(1)
                     epoch_done = self.step % self.steps_per_epoch == 0
@@ -938,10 +494,3 @@ class Trainer:
             self._owns_pg = False
         return summary
 
-
-def _parse(value: str):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return value
-    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number

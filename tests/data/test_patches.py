@@ -1,4 +1,5 @@
-"""Patch sampling: grid and random windows, the Sobel filter, the radial channel, DP flips."""
+"""Patch sampling (dplab.data.patches): grid and random windows, DP flips; DPDNet's Sobel filter
+(dplab.data.sharpness, dplab.ops.filters); the radial channel (dplab.ops.radial)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,12 @@ from dplab.data.patches import (
     flip_dp,
     grid_positions,
     item_generator,
-    keep_sharpest,
-    radial_distance_map,
-    radial_patch,
     random_flip,
     random_positions,
-    sharpness_scores,
-    sobel_energy,
-    sobel_kernels,
-    to_gray,
 )
+from dplab.data.sharpness import keep_sharpest, sharpness_scores, sobel_energy, to_gray
+from dplab.ops.filters import sobel_kernels
+from dplab.ops.radial import radial_distance_map, radial_patch
 
 
 # --- radial channel -------------------------------------------------------------------------

@@ -5,8 +5,8 @@ A dead output head, a target at the wrong brightness (dplab's views are at half 
 image's), a wrong loss scale or a frozen part shows up here first. The batch: four 64x64
 patches of dplab's own renderer (RDPD's generator) with blur that matters at this size (CoC
 gain 8, a mean |CoC| of several pixels). Each network is fed and scored through the same
-functions the trainer and the benchmark use (:func:`dplab.eval.zoo.forward_and_loss`,
-:class:`dplab.eval.zoo.NetworkMethod`), so a mismatch between how a network is trained and how
+functions the trainer and the benchmark use (:func:`dplab.training.objectives.forward_and_loss`,
+:class:`dplab.eval.zoo.NetworkMethod`, both fed by the registry), so a mismatch between how a network is trained and how
 it is scored fails here too.
 """
 
@@ -17,7 +17,8 @@ import torch
 from dplab.metrics.image import psnr
 from dplab.models import build
 from dplab.render.synth import SynthConfig, render_sample
-from dplab.eval.zoo import NetworkMethod, forward_and_loss
+from dplab.eval.zoo import NetworkMethod
+from dplab.training.objectives import forward_and_loss
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dplab.models import RDPD, build, count_parameters, radial_distance_map
+from dplab.models import RDPD, build, count_parameters
+from dplab.ops.radial import radial_distance_map
 from dplab.models.convlstm import ConvLSTM, ConvLSTMCell, LSTMState
 
 SMALL = dict(widths=(4, 4, 8, 8), lstm_channels=6)
@@ -236,13 +237,14 @@ def test_training_mode_uses_lstm_dropout():
 
 def test_radial_distance_map():
     r = radial_distance_map(5, 7, quantize=False)
-    assert r.shape == (1, 1, 5, 7)
-    assert float(r[0, 0, 2, 3]) == 0.0 and float(r.max()) == 1.0
+    assert r.shape == (1, 5, 7) and r.dtype == torch.float32
+    assert float(r[0, 2, 3]) == 0.0 and float(r.max()) == 1.0
     for corner in [(0, 0), (0, 6), (4, 0), (4, 6)]:
-        assert float(r[0, 0, corner[0], corner[1]]) == pytest.approx(1.0)
+        assert float(r[0, corner[0], corner[1]]) == pytest.approx(1.0)
     assert torch.allclose(r, r.flip(-1)) and torch.allclose(r, r.flip(-2))
     expect = (1 ** 2 + 2 ** 2) ** 0.5 / (2 ** 2 + 3 ** 2) ** 0.5
-    assert float(r[0, 0, 1, 1]) == pytest.approx(expect, abs=1e-6)
+    assert float(r[0, 1, 1]) == pytest.approx(expect, abs=1e-6)
+    assert radial_distance_map(5, 7, dtype=torch.float64).dtype == torch.float64
     q = radial_distance_map(5, 7)
     assert torch.allclose(q * 255, (q * 255).round(), atol=1e-4)
     assert float((q - r).abs().max()) <= 0.5 / 255 + 1e-6

@@ -171,7 +171,7 @@ def check(metrics, output_dir):
     import torch
 
     from dplab.models import build
-    from dplab.training.trainer import load_checkpoint
+    from dplab.training.checkpoints import load_checkpoint
 
     ck = load_checkpoint(metrics["checkpoint_dp"])
     net = build("dpdnet", widths=w, head=head)
