@@ -67,12 +67,12 @@ SHIPPED: dict[str, dict] = {
     "dpdnet": {
         "about": "DPDNet (ECCV 2020), dual-pixel input [left, right], widths 16-32-64-64, residual head",
         "train": ["--model", "dpdnet", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
-                  "--option", "head=residual", "--lr", "1e-3", "--steps", "4000", *_COMMON],
+                  "--option", "head=residual", "--lr", "1e-3", "--steps", "10000", *_COMMON],
     },
     "dpdnet_single": {
         "about": "DPDNet (single): the same network fed the combined image only",
         "train": ["--model", "dpdnet_single", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
-                  "--option", "head=residual", "--lr", "1e-3", "--steps", "4000", *_COMMON],
+                  "--option", "head=residual", "--lr", "1e-3", "--steps", "10000", *_COMMON],
     },
     "rdpd": {
         "about": "RDPD (ICCV 2021), [left, right, radial] input, widths 16-32-64-64, ConvLSTM 64, "
