@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dplab.data import DPDDDataset, write_png
-from dplab.eval.evaluate import Table, compare, evaluate, format_table, method_parameters
+from dplab.eval.evaluate import Table, compare, evaluate, method_parameters
+from dplab.eval.tables import format_table
 from dplab.metrics.image import mae, psnr, ssim
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["image_grid", "panel_grid", "drb_terms_figure", "markdown_table"]
+__all__ = ["image_grid", "panel_grid", "drb_terms_figure"]
 
 
 def _hwc(img) -> np.ndarray:
@@ -148,45 +148,3 @@ def drb_terms_figure(terms, sharp, *, pixel=None, size: float = 1.6):
         axes[i, 0].set_ylabel(f"scale 1/{s}" if s > 1 else "scale 1", fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def markdown_table(rows, columns, *, headers=None, formats=None, missing="–") -> str:
-    """A list of dict rows as a Markdown table (for ``IPython.display.Markdown``).
-
-    Args:
-        rows: dicts holding the ``columns`` keys.
-        columns: keys, in column order.
-        headers: column titles (default the keys).
-        formats: ``{key: format spec or callable}`` (e.g. ``{"psnr": ".2f"}``); other values
-            are printed with ``str``.
-        missing: text for a missing or None value.
-
-    Example:
-        >>> print(markdown_table([{"m": "a", "psnr": 20.123}, {"m": "b", "psnr": None}], ["m", "psnr"],
-        ...                      formats={"psnr": ".1f"}))
-        | m | psnr |
-        | --- | --- |
-        | a | 20.1 |
-        | b | – |
-    """
-    columns = list(columns)
-    if not columns:
-        raise ValueError("columns is empty")
-    headers = list(headers) if headers is not None else columns
-    if len(headers) != len(columns):
-        raise ValueError(f"headers has {len(headers)} entries for {len(columns)} columns")
-    formats = dict(formats or {})
-
-    def cell(row, key):
-        value = row.get(key) if isinstance(row, dict) else None
-        if value is None:
-            return missing
-        fmt = formats.get(key)
-        if callable(fmt):
-            return str(fmt(value))
-        return format(value, fmt) if fmt else str(value)
-
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    lines += ["| " + " | ".join(cell(r, k) for k in columns) + " |" for r in rows]
-    return "\n".join(lines)
-

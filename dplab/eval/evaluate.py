@@ -14,16 +14,16 @@ as their registry entry declares by :class:`dplab.eval.zoo.NetworkMethod`; class
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Mapping
 
 import torch
 
 from dplab.metrics import image as _metrics
+from dplab.eval.tables import format_table
 from dplab.models.registry import count_parameters
 
-__all__ = ["Table", "method_parameters", "evaluate", "compare", "format_table"]
+__all__ = ["Table", "method_parameters", "evaluate", "compare"]
 
 METRICS = ("psnr", "ssim", "mae")
 
@@ -46,39 +46,6 @@ def method_parameters(method) -> int | None:
     if callable(params):
         return sum(p.numel() for p in params())
     return None
-
-
-def _fmt(value, floatfmt: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else format(value, floatfmt)
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10000:
-        return f"{value:,}"
-    return str(value)
-
-
-def format_table(rows: list[dict], columns: list[str] | None = None, *, floatfmt: str = ".4f") -> str:
-    """A plain-text, right-aligned table of dict rows (no pandas).
-
-    Example:
-        >>> print(format_table([{"image": "a", "psnr": 25.0}, {"image": "mean", "psnr": 25.0}]))
-        image     psnr
-        -----  -------
-        a      25.0000
-        mean   25.0000
-    """
-    if not rows:
-        return "(empty table)"
-    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    cells = [[_fmt(r.get(c), floatfmt) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(r.get(c), (int, float)) or r.get(c) is None for r in rows) for c in columns]
-
-    def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
 class Table(list):
@@ -104,7 +71,8 @@ class Table(list):
 
     def format(self, floatfmt: str = ".4f") -> str:
         """Pretty plain-text rendering."""
-        head = f"{self.method}  (parameters: {_fmt(self.params, floatfmt) or 'n/a'})\n" if self.method else ""
+        params = "n/a" if self.params is None else f"{self.params:,}"
+        head = f"{self.method}  (parameters: {params})\n" if self.method else ""
         return head + format_table(list(self), self.columns, floatfmt=floatfmt)
 
     def __str__(self) -> str:
