@@ -5,7 +5,9 @@ and the error messages."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +216,230 @@ def test_help(capsys):
             main([command, "--help"])
         text = capsys.readouterr().out
         assert exit_info.value.code == 0 and all(o in text for o in options)
+
+
+# --- one error path: every expected failure exits 2 with one line naming the file or argument ---
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m dplab "), err   # one line, no traceback
+    return err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", "cut"])
+def test_unreadable_checkpoints_are_named(data, tmp_path, capsys, content):
+    out = tmp_path / "run"
+    assert _train(data, out, steps=1) == 0
+    ckpt = out / "checkpoints" / "last.pt"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[: len(good) // 2] if content == "cut" else content)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--quiet"]) == 2
+    err = _error(capsys)
+    assert str(ckpt) in err and "cannot be read as a PyTorch checkpoint" in err
+    assert _train(data, out, steps=2) == 2                 # resuming from it
+    assert str(ckpt) in _error(capsys)
+    assert main(["evaluate", "--checkpoint", str(out), "--data", str(data), "--quiet"]) == 2   # a folder
+    assert str(out) in _error(capsys)
+
+
+def test_checkpoints_of_another_network_are_refused(data, tmp_path, capsys):
+    four, eight = tmp_path / "four", tmp_path / "eight"
+    assert _train(data, four, steps=1) == 0
+    assert main(["train", "--model", "dpdnet", "--recipe", "dpdnet", "--data", str(data), "--out", str(eight),
+                 "--steps", "1", "--batch-size", "2", "--patch", "32", "--quiet", "--widths", "8", "8", "8", "8"]) == 0
+    ckpt = four / "checkpoints" / "last.pt"
+    ckpt.write_bytes((eight / "checkpoints" / "last.pt").read_bytes())   # widths 8 where widths 4 ran
+    capsys.readouterr()
+    assert _train(data, four, steps=2) == 2
+    err = _error(capsys)
+    assert str(ckpt) in err and "[8, 8, 8, 8]" in err and "[4, 4, 4, 4]" in err
+    state = load_checkpoint(eight / "checkpoints" / "last.pt")          # the same weights, no spec
+    del state["model_spec"]
+    torch.save(state, ckpt)
+    assert _train(data, four, steps=2) == 2
+    assert "size mismatch" in _error(capsys)
+    # evaluate: a spec with an option this dplab does not know, or weights that do not fit it
+    spec = tmp_path / "spec.pt"
+    net = build("dpdnet", widths=(4, 4, 4, 4))
+    torch.save({"model": net.state_dict(), "model_spec": {"name": "dpdnet", "kwargs": {"wings": 2}}}, spec)
+    assert main(["evaluate", "--checkpoint", str(spec), "--data", str(data), "--quiet"]) == 2
+    err = _error(capsys)
+    assert str(spec) in err and "wings" in err
+    torch.save({"model": net.state_dict(), "model_spec": {"name": "dpdnet", "kwargs": {"widths": [8] * 4}}}, spec)
+    assert main(["evaluate", "--checkpoint", str(spec), "--data", str(data), "--quiet"]) == 2
+    assert str(spec) in _error(capsys)
+
+
+class _FullDisk:
+    """A file whose writes fail as on a full disk (no file name in the error, as the OS gives)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.close()
+
+
+def test_a_full_disk_is_reported_and_the_run_resumes(data, tmp_path, capsys, monkeypatch):
+    import dplab._io
+
+    class FullForCheckpoints:                            # os, but checkpoints meet a full disk
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def fdopen(fd, *args, **kwargs):
+            handle = os.fdopen(fd, *args, **kwargs)
+            return _FullDisk(handle) if ".last.pt." in os.readlink(f"/proc/self/fd/{fd}") else handle
+
+    out = tmp_path / "full"
+    monkeypatch.setattr(dplab._io, "os", FullForCheckpoints())
+    assert _train(data, out, steps=4, extra=["--checkpoint-every", "2"]) == 2
+    err = _error(capsys)
+    assert str(out / "checkpoints" / "last.pt") in err and "no space left" in err and "run the same command" in err
+    assert not list((out / "checkpoints").iterdir())     # no temporary file, no half checkpoint
+    monkeypatch.undo()
+    assert _train(data, out, steps=4, extra=["--checkpoint-every", "2"]) == 0    # space again: it runs
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 4 and _train_steps(out) == [1, 2, 3, 4]
+
+
+def test_an_unwritable_out_is_reported(data, tmp_path, capsys, monkeypatch):
+    import dplab._io
+
+    out = tmp_path / "readonly"
+    out.mkdir()
+
+    class ReadOnly:                                      # os, but --out refuses new files
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def open(path, *args, **kwargs):
+            if Path(path).parent == out:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return os.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(dplab._io, "os", ReadOnly())
+    assert _train(data, out) == 2
+    err = _error(capsys)
+    assert f"{out}: permission denied" in err and "choose another folder" in err
+    assert main(["synth", "--out", str(out), "--count", "1", "--size", "16x24", "--quiet"]) == 2
+    assert f"{out}: permission denied" in _error(capsys)
+    assert not any(out.iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_reported(data, tmp_path, capsys):
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert _train(data, out) == 2
+        assert str(out) in _error(capsys)
+    finally:
+        out.chmod(0o755)
+
+
+def test_bad_device_absurd_size_and_nan_loss(data, tmp_path, capsys):
+    assert _train(data, tmp_path / "tpu", extra=["--device", "tpu9"]) == 2
+    assert "--device" in _error(capsys) and not (tmp_path / "tpu").exists()
+    huge = tmp_path / "huge"
+    assert main(["synth", "--out", str(huge), "--count", "1", "--size", "99999x99999", "--quiet"]) == 2
+    assert "--size 99999x99999" in _error(capsys) and not huge.exists()
+    assert _train(data, tmp_path / "nan", steps=30, extra=["--lr", "1e12"]) == 2
+    err = _error(capsys)
+    assert "diverged at step" in err and "--lr" in err and "no checkpoint was written" in err
+    assert _train(data, tmp_path / "nan", steps=2, extra=["--lr", "1e-3"]) == 0    # a lower --lr starts afresh
+
+
+def test_torn_logs_and_settings(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out, steps=2) == 0
+    log = out / "log.csv"
+    with open(log, "a") as handle:                      # a row cut short by a crash: dropped
+        handle.write("train,3,0,0.0001,0.12")
+    assert _train(data, out, steps=3) == 0
+    assert _train_steps(out) == [1, 2, 3]
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2] + ["train,x,0,0.1,0.1,,,0.5\n"] + lines[2:]))   # damaged mid-file
+    capsys.readouterr()
+    assert _train(data, out, steps=4) == 2
+    err = _error(capsys)
+    assert str(log) in err and "line 3" in err
+    log.write_text("".join(lines))
+    settings = out / "cli_train.json"
+    settings.write_text("")
+    assert _train(data, out, steps=4) == 2
+    err = _error(capsys)
+    assert str(settings) in err and "empty or damaged" in err
+
+
+def test_fewer_steps_than_done_are_refused(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data, out, steps=4) == 0
+    ckpt = out / "checkpoints" / "last.pt"
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert _train(data, out, steps=2) == 2
+    err = _error(capsys)
+    assert "already holds 4 trained steps" in err and "--steps 2" in err and "step 4 of 2" not in err
+    assert ckpt.read_bytes() == before
+    assert _train(data, out, steps=4) == 0              # exactly done: nothing to do, exit 0
+    assert "step 4 of 4" in capsys.readouterr().out
+
+
+def test_train_keeps_out_of_folders_it_did_not_make(data, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "log.csv").write_text("my,own,table\n1,2,3\n")
+    assert _train(data, mine) == 2
+    err = _error(capsys)
+    assert "not empty" in err and "cli_train.json" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["log.csv"]
+    assert (mine / "log.csv").read_text() == "my,own,table\n1,2,3\n"
+    # the Trainer itself deletes only the logs it wrote (here: a run folder without a checkpoint)
+    from dplab.training.trainer import Trainer
+
+    (mine / "log.json").write_text('{"mine": true}\n')
+    (mine / "log.csv").unlink()
+    with pytest.raises(FileExistsError, match="log.json"):
+        Trainer(torch.nn.Conv2d(3, 3, 1), lambda p, b: p.mean(), [{"x": torch.zeros(3, 2, 2)}] * 2,
+                {"max_steps": 1, "batch_size": 1, "progress": False}, output_dir=mine)
+    assert (mine / "log.json").read_text() == '{"mine": true}\n'
+
+
+def test_resuming_on_other_data_is_refused_unless_told(tmp_path, capsys):
+    data = tmp_path / "synth"
+    synth = ["synth", "--out", str(data), "--count", "2", "--size", "40x48", "--max-layers", "8",
+             "--split-fractions", "1", "0", "0", "--quiet"]
+    assert main(synth) == 0
+    out = tmp_path / "run"
+    assert _train(data, out, steps=1) == 0
+    recorded = json.loads((out / "cli_train.json").read_text())["data_fingerprint"]
+    assert recorded.startswith("synth:")
+    moved = tmp_path / "moved"                           # the same data elsewhere: resumes
+    data.rename(moved)
+    assert _train(moved, out, steps=2) == 0
+    assert main([*synth, "--seed", "5", "--overwrite"]) == 0    # regenerated with another seed
+    capsys.readouterr()
+    assert _train(data, out, steps=3) == 2
+    err = _error(capsys)
+    assert "other data" in err and "--allow-other-data" in err
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
+    assert _train(data, out, steps=3, extra=["--allow-other-data"]) == 0
+    now = json.loads((out / "cli_train.json").read_text())["data_fingerprint"]
+    assert now != recorded and _train(data, out, steps=4) == 0
+    manifest = data / "dplab_synth.json"                 # a synth dataset not complete: refused
+    manifest.write_text(manifest.read_text().replace('"complete": true', '"complete": false'))
+    capsys.readouterr()
+    assert _train(data, tmp_path / "other", steps=1) == 2
+    assert "not complete" in _error(capsys)

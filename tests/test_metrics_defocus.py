@@ -106,3 +106,15 @@ def test_errors():
         spearman_error(torch.rand(4), torch.rand(4), torch.zeros(4))
     with pytest.raises(ValueError, match="NaN"):
         aiwe2(torch.tensor([0.0, float("nan")]), torch.zeros(2))
+
+
+def test_a_constant_map_has_no_rank_correlation():
+    y = torch.tensor([1.0, 3.0, 2.0, 4.0])
+    assert torch.isnan(spearman_error(torch.full((4,), 2.0), y))       # was 0.95: positions as ranks
+    assert torch.isnan(spearman_error(y, torch.zeros(4)))
+    # constant over the pixels that count (weight > 0), whatever the others hold
+    assert torch.isnan(spearman_error(torch.tensor([1.0, 1.0, 1.0, 9.0]), y, torch.tensor([1.0, 1.0, 1.0, 0.0])))
+    batch = torch.stack([y.reshape(1, 2, 2), torch.ones(1, 2, 2)])     # one value per image
+    out = spearman_error(batch, batch.flip(0))
+    assert out.shape == (2,) and torch.isnan(out).all()
+    assert float(spearman_error(batch[:1], batch[:1])) == pytest.approx(0.0, abs=1e-6)

@@ -175,3 +175,18 @@ def test_dataset_readers_load_the_output(reference):
     assert np.array_equal(s["defocus"][0].numpy(), coc)
     seq = DPSequenceDataset("train", out / "sequences")
     assert seq.sequences == {"seq_000": [0, 1]}
+
+
+def test_a_complete_dataset_keeps_its_manifest_while_rechecked(reference, tmp_path):
+    """Re-running synth on a complete dataset never marks it incomplete meanwhile (a `train`
+    starting then would refuse it): the manifest is not even rewritten."""
+    out, files = reference
+    inode = (out / MANIFEST_NAME).stat().st_ino
+    assert main(_args(out)) == 0
+    assert (out / MANIFEST_NAME).stat().st_ino == inode and _files(out) == files
+    redo = tmp_path / "redo"                       # a missing file is redone, the manifest kept complete
+    assert main(_args(redo, count=2, sequences=0)) == 0
+    (redo / "train_c" / "source" / "00000.png").unlink()
+    assert synthesize(redo, SynthConfig(**{**CFG, "count": 2, "sequences": 0}), progress=False) == \
+        {"written": 1, "skipped": 1}
+    assert json.loads((redo / MANIFEST_NAME).read_text())["complete"]

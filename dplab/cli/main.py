@@ -19,17 +19,42 @@ setting ``handler``):
     python -m dplab evaluate --checkpoint runs/dpdnet/checkpoints/last.pt --data data/synth
     python -m dplab evaluate --pretrained dpdnet --data data/synth
 
-Run ``python -m dplab COMMAND --help`` for every option. Exit status: 0 on success, 2 on bad
-arguments, a missing checkpoint or dataset, or a refused output folder, 130 when interrupted
-(run the same command again to resume).
+Run ``python -m dplab COMMAND --help`` for every option. Exit status: 0 on success, 130 when
+interrupted (run the same command again to resume), and 2, with one line on stderr that names
+the file or argument and says what to do, for every failure a user can meet and fix:
+
+* bad arguments (an unknown ``--device``, a ``--size`` whose image cannot fit in memory, ...);
+* a missing, empty, truncated or foreign checkpoint, or one of another network;
+* a missing or damaged dataset, or training data other than the run's (``train``);
+* an output folder that is refused: not empty and not this command's, another run's
+  settings, or in use by another run right now (the message names its pid);
+* a full disk (``ENOSPC``) or a folder that cannot be written;
+* a diverging training run (a NaN loss), a damaged ``log.csv`` or ``cli_train.json``.
+
+Anything else is a bug in dplab and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
+from dplab._io import FolderInUseError
+
 __all__ = ["COMMANDS", "build_parser", "main"]
+
+#: Failures of a write (or read) for want of room or permission, and what to do about them.
+_OS_ADVICE = {
+    errno.ENOSPC: "no space left on the device: free some space (or use another folder) and run the same "
+                  "command again; it resumes where it stopped",
+    errno.EDQUOT: "disk quota exceeded: free some space (or use another folder) and run the same command "
+                  "again; it resumes where it stopped",
+    errno.EFBIG: "file too large for this file system or for the process's file-size limit; use another folder",
+    errno.EROFS: "read-only file system: choose a folder you can write to",
+    errno.EACCES: "permission denied: make it writable (and readable) or choose another folder",
+    errno.EPERM: "operation not permitted: make it writable (and readable) or choose another folder",
+}
 
 
 def _add_synth(sub) -> None:
@@ -74,19 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def main(argv=None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status
+    (see the module docstring: 2 and one line on stderr for an expected failure)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, FloatingPointError) as err:
-        print(f"python -m dplab {args.command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"python -m dplab {args.command}: interrupted; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            FloatingPointError, FolderInUseError) as err:
+        if isinstance(err, IsADirectoryError) and err.filename:
+            text = f"{err.filename}: {err.strerror}"
+        else:
+            text = str(err)
+    except OSError as err:
+        if err.errno not in _OS_ADVICE:
+            raise
+        text = f"{err.filename or 'a file'}: {_OS_ADVICE[err.errno]}"
+    print(f"python -m dplab {args.command}: error: {_one_line(text)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

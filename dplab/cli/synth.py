@@ -1,7 +1,10 @@
 """``python -m dplab synth``: render a synthetic DP dataset in the DPDD folder layout.
 
 The generator is RDPD's (Abuolaim et al., ICCV 2021, Sec. 3) on procedural scenes
-(:func:`dplab.render.synth.synthesize`); deterministic by seed and resumable.
+(:func:`dplab.render.synth.synthesize`); deterministic by seed and resumable. One run per
+folder: while a run writes ``--out``, another one there is refused (exit 2) with the first
+one's pid; a ``--size`` whose images cannot fit in memory is refused before anything is
+written.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ def add_parser(sub) -> None:
                     "scenes from scikit-image photos) in the DPDD layout: {train,val,test}_c/"
                     "{source,target}, {..}_l/source, {..}_r/source (16-bit PNG), {..}_c/defocus "
                     "(.npy CoC maps), plus sequences/ for the recurrent network. Deterministic by "
-                    "seed; re-run the same command to resume an interrupted run.")
+                    "seed; re-run the same command to resume an interrupted run. One run per --out at a "
+                    "time: a second one is refused at once, with the first one's pid.")
     p.add_argument("--out", required=True,
                    help="output folder (empty, new, or an earlier run to resume)")
     p.add_argument("--count", type=int, required=True, help="number of single-image samples")

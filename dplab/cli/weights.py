@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--score-only", action="store_true",
                    help="do not train: export and score runs that are already complete")
     p.add_argument("--data-only", action="store_true", help="only render the training and held-out sets")
+    p.add_argument("--skip-data", action="store_true",
+                   help="the training and held-out sets are rendered already (the processes of --jobs get it: "
+                        "their parent rendered them, and synth runs one at a time per folder)")
     p.add_argument("--jobs", type=int, default=1,
                    help="networks built at once, each in its own process (default 1; make weights uses 2)")
     p.set_defaults(handler=run)
@@ -145,11 +148,15 @@ def build_one(name: str, work: Path, weights_dir: Path, *, train: bool = True) -
     data = {k: work / "data" / k for k in DATASETS}
     run_dir = work / "runs" / name
     argv = train_argv(name, data["train"], run_dir)
-    started_with = run_dir / "dplab_commit.txt"      # the code that trained, kept across resumes
+    # The code that trained, kept across resumes; beside the run folder, which `train` must find
+    # empty or its own (builds before this rule kept it inside: still read there).
+    started_with = run_dir.parent / f"{name}.dplab_commit.txt"
+    if not started_with.is_file() and (run_dir / "dplab_commit.txt").is_file():
+        started_with = run_dir / "dplab_commit.txt"
     if train:
         if not started_with.is_file():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            started_with.write_text(_commit() + "\n")
+            with atomic_file(started_with, "w") as handle:
+                handle.write(_commit() + "\n")
         import sys
 
         # the progress bar only for a terminal (make weights logs to files); not part of the recipe
@@ -206,7 +213,7 @@ def _parallel(names, args, work: Path, weights_dir: Path, started: float) -> int
         while pending and len(running) < args.jobs:
             name = pending.pop(0)
             cmd = [sys.executable, "-m", "dplab", "weights", "--only", name, "--work", str(work),
-                   "--weights-dir", str(weights_dir)] + (["--score-only"] if args.score_only else [])
+                   "--weights-dir", str(weights_dir), "--skip-data"] + (["--score-only"] if args.score_only else [])
             log = work / "runs" / f"{name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "a") as handle:
@@ -236,7 +243,7 @@ def run(args) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be a positive integer, got {args.jobs}")
     started = time.perf_counter()
-    for dataset in DATASETS:
+    for dataset in DATASETS if not args.skip_data else ():
         _dplab([*synth_argv(dataset, work / "data" / dataset), "--quiet"])
     if args.data_only:
         return 0

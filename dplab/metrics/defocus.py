@@ -201,8 +201,9 @@ def spearman_error(pred, gt, weight=None) -> torch.Tensor:
     """``1 - |rho_s|``, one minus the absolute weighted Spearman rank correlation.
 
     ``rho = max(pearson_w(rank(x), rank(y)), pearson_w(rank(-x), rank(y)))`` (the reference's
-    way of taking the absolute value). NaN when either map is constant over the weighted
-    pixels (as the reference).
+    way of taking the absolute value). NaN when either map is constant over the pixels of
+    positive weight: a correlation with a constant is undefined (the ordinal ranks alone would
+    order its equal values by position and give a meaningless number).
 
     Args:
         pred: predicted defocus map.
@@ -222,8 +223,21 @@ def spearman_error(pred, gt, weight=None) -> torch.Tensor:
         >>> x = torch.tensor([1.0, 2.0, 3.0, 4.0]); y = torch.tensor([1.0, 3.0, 2.0, 4.0])
         >>> round(float(spearman_error(x, y)), 6)   # rho = 1 - 6 * 2 / (4 * 15) = 0.8
         0.2
+        >>> spearman_error(torch.ones(4), y)       # constant: no correlation to measure
+        tensor(nan)
     """
     x, y, w, batched = _prepare(pred, gt, weight)
     ry = _ranks(y)
     rho = torch.maximum(_pearson(_ranks(x), ry, w), _pearson(_ranks(-x), ry, w))
+    # Ordinal ranks break ties by position, so a constant map would get a made-up order
+    # (and, say, 0.95): a correlation with a constant is undefined.
+    rho = torch.where(_constant(x, w) | _constant(y, w), torch.nan, rho)
     return _finish(1.0 - rho, batched)
+
+
+def _constant(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per row: whether ``z`` takes one value over the pixels of positive weight."""
+    counted = w > 0
+    high = torch.where(counted, z, -torch.inf).amax(1)
+    low = torch.where(counted, z, torch.inf).amin(1)
+    return high == low

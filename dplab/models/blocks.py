@@ -33,6 +33,7 @@ __all__ = [
     "pad_to_multiple",
     "ImageHead",
     "straight_through_clamp",
+    "require_input_dtype",
     "ACTIVATIONS",
     "HEADS",
 ]
@@ -267,6 +268,26 @@ def init_keras_(module: nn.Module) -> nn.Module:
     return module
 
 
+def require_input_dtype(name: str, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """Return ``x`` if its dtype is that of ``module``'s weights (or autocast is on), else raise a
+    ``TypeError`` saying how to convert (rather than fail deep inside a convolution).
+
+    Example:
+        >>> net = nn.Conv2d(3, 3, 1)
+        >>> require_input_dtype("x", torch.zeros(1, 3, 2, 2), net).dtype
+        torch.float32
+        >>> require_input_dtype("x", torch.zeros(1, 3, 2, 2, dtype=torch.float64), net)
+        Traceback (most recent call last):
+        ...
+        TypeError: x is torch.float64 but the network's weights are torch.float32: pass x.to(torch.float32), or convert the network with .to(torch.float64)
+    """
+    weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if weight is None or x.dtype == weight.dtype or torch.is_autocast_enabled(x.device.type):
+        return x
+    raise TypeError(f"{name} is {x.dtype} but the network's weights are {weight.dtype}: pass x.to({weight.dtype}), "
+                    f"or convert the network with .to({x.dtype})")
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad ``x`` at the bottom/right by edge replication so H and W are multiples of ``multiple``.
 
@@ -288,7 +309,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
         lead = x.shape[:-2]
-        flat = x.reshape(-1, 1, h, w) if x.ndim != 4 else x
+        flat = x.reshape(math.prod(lead), 1, h, w) if x.ndim != 4 else x   # (explicit: B may be 0)
         flat = F.pad(flat, (0, pw, 0, ph), mode="replicate")
         x = flat.reshape(*lead, h + ph, w + pw)
     return x, (h, w)

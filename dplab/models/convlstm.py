@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dplab._validate import require_number, require_positive, require_tensor
-from dplab.models.blocks import he_normal_
+from dplab.models.blocks import he_normal_, require_input_dtype
 
 __all__ = ["LSTMState", "ConvLSTMCell", "ConvLSTM"]
 
@@ -159,13 +159,13 @@ class ConvLSTMCell(nn.Module):
             return conv(z)
         # One mask per gate: stack the 4 masked copies and use a grouped convolution whose
         # group g is exactly the slice of the fused weight that produces gate g.
-        zz = (mask * z.unsqueeze(0)).transpose(0, 1).reshape(z.shape[0], -1, *z.shape[-2:])
+        zz = (mask * z.unsqueeze(0)).transpose(0, 1).reshape(z.shape[0], 4 * z.shape[1], *z.shape[-2:])
         return F.conv2d(zz, conv.weight, conv.bias, padding=conv.padding, groups=4)
 
     def forward(self, x: torch.Tensor, state: LSTMState | None = None,
                 masks: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> LSTMState:
         """Advance one step. ``masks`` (from :meth:`dropout_masks`) are drawn here when None."""
-        x = require_tensor("x", x)
+        x = require_input_dtype("x", require_tensor("x", x), self)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if state is None:

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dplab._validate import require_image, require_number, require_positive
-from dplab.models.blocks import DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
+from dplab.models.blocks import DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple, require_input_dtype
 
 __all__ = ["DPDNet", "DPDNET_PARAMS"]
 
@@ -96,7 +96,7 @@ class DPDNet(nn.Module):
         return x[:, :3] + x[:, 3:6] if self.in_channels == 6 else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = require_image("x", x, channels=self.in_channels)
+        x = require_input_dtype("x", require_image("x", x, channels=self.in_channels), self)
         x, (h, w) = pad_to_multiple(x, self.multiple)
         e1 = self.enc1(x)
         e2 = self.enc2(F.max_pool2d(e1, 2))

@@ -59,7 +59,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dplab._validate import require_choice, require_image, require_number, require_positive, require_tensor
-from dplab.models.blocks import ConvAct, ResBlock, pad_to_multiple
+from dplab.models.blocks import ConvAct, ResBlock, pad_to_multiple, require_input_dtype
 
 __all__ = ["DRBNet", "DynamicResidualBlock", "apply_pixel_kernels", "DRBNET_PARAMS", "DRBNET_VARIANTS",
            "KERNEL_SIZES", "PYRAMIDS"]
@@ -119,6 +119,8 @@ def apply_pixel_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Ten
     k = int(round(kernels.shape[1] ** 0.5))
     if k * k != kernels.shape[1] or k % 2 == 0:
         raise ValueError(f"kernels must have k*k channels with odd k, got {kernels.shape[1]}")
+    if h == 0 or w == 0:
+        raise ValueError(f"image and kernels are empty: shapes {tuple(image.shape)} and {tuple(kernels.shape)}")
     if kernels.shape[0] != b or tuple(kernels.shape[-2:]) != (h, w):
         raise ValueError(f"kernels {tuple(kernels.shape)} do not match image {tuple(image.shape)}")
     p = (k - 1) // 2
@@ -287,7 +289,7 @@ class DRBNet(nn.Module):
                             branch[-1].conv.bias.zero_()
 
     def forward(self, x: torch.Tensor, return_scales: bool = False, return_terms: bool = False):
-        x = require_image("x", x, channels=self.in_channels)
+        x = require_input_dtype("x", require_image("x", x, channels=self.in_channels), self)
         h, w = x.shape[-2:]
         if (return_scales or return_terms) and (h % self.multiple or w % self.multiple):
             raise ValueError(f"return_scales/return_terms need H and W that are multiples of {self.multiple}, "

@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dplab._validate import require_choice, require_image, require_positive
-from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
+from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple, require_input_dtype
 
 __all__ = ["MDP", "MDPSingleTask", "MDPOutput", "MDP_PARAMS", "STITCHING"]
 
@@ -206,7 +206,7 @@ class MDP(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> MDPOutput:
-        x = require_image("x", x, channels=self.in_channels)
+        x = require_input_dtype("x", require_image("x", x, channels=self.in_channels), self)
         x, (h, w) = pad_to_multiple(x, self.multiple)
         skips, latent = self.encoder(x)                     # Eq. 4: X = Enc(I_c)
         e1, e2 = skips[0], skips[1]
@@ -282,7 +282,7 @@ class MDPSingleTask(nn.Module):
         init_keras_(self)
 
     def forward(self, x: torch.Tensor) -> MDPOutput:
-        x = require_image("x", x, channels=self.in_channels)
+        x = require_input_dtype("x", require_image("x", x, channels=self.in_channels), self)
         x, (h, w) = pad_to_multiple(x, self.multiple)
         skips, latent = self.encoder(x)
         up = self.early(skips, latent)

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dplab._validate import require_choice, require_finite, require_positive, require_tensor
-from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple
+from dplab.models.blocks import ConvAct, DoubleConv, ImageHead, UpConv, init_keras_, pad_to_multiple, require_input_dtype
 from dplab.models.convlstm import ConvLSTMCell, LSTMState
 
 __all__ = ["RDPD", "RDPD_PARAMS"]
@@ -156,6 +156,7 @@ head: ``"linear"`` (change 5: 1x1 linear layer clamped to [0, 1]), ``"sigmoid"``
         if x.shape[-1] == 0 or x.shape[-2] == 0:
             raise ValueError(f"x is empty: shape {tuple(x.shape)}")
         require_finite("x", x)
+        require_input_dtype("x", x, self)
         single = x.ndim == 4
         seq = x.unsqueeze(1) if single else x
         b, t = seq.shape[:2]

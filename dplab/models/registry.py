@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from dplab._io import to_plain
+from dplab._io import CheckpointError, read_checkpoint, to_plain
 from dplab._validate import require_choice
 from dplab.models.dpdnet import DPDNET_PARAMS, DPDNet
 from dplab.models.drbnet import DRBNET_PARAMS, DRBNET_VARIANTS, DRBNet
@@ -187,6 +187,9 @@ def from_checkpoint(path, map_location="cpu") -> nn.Module:
         ValueError: the checkpoint has no ``"model"`` state dict or no ``"model_spec"`` (it
             was written before dplab recorded specs, or by a model not made with
             :func:`build`); the message says which chapter to re-run.
+        dplab._io.CheckpointError: the file cannot be read (empty, truncated, not a
+            checkpoint), its spec names options :func:`build` does not know, or its weights do
+            not fit the network of its spec; the message names the file.
 
     Example:
         >>> import tempfile, torch
@@ -199,12 +202,8 @@ def from_checkpoint(path, map_location="cpu") -> nn.Module:
     """
     from pathlib import Path
 
-    import torch
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = read_checkpoint(path, map_location=map_location)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a dplab trainer checkpoint (no 'model' state dict)")
     spec = state.get("model_spec")
@@ -212,8 +211,17 @@ def from_checkpoint(path, map_location="cpu") -> nn.Module:
         raise ValueError(f"checkpoint {path} has no 'model_spec', so the network it holds cannot be rebuilt "
                          f"without knowing its options; re-run what trained it (a chapter, "
                          "`python -m dplab train`) with the current dplab, whose Trainer saves the spec")
-    model = build(spec["name"], **_tuples(dict(spec.get("kwargs") or {})))
-    model.load_state_dict(state["model"])
+    try:
+        model = build(spec["name"], **_tuples(dict(spec.get("kwargs") or {})))
+    except (TypeError, ValueError) as err:      # an option or a name this dplab does not know
+        raise CheckpointError(f"{path} records a network this dplab cannot build ({spec}: {err}); it was "
+                              "written by another version of dplab: retrain it with this one") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:                 # missing/unexpected keys, size mismatches
+        first = "; ".join(t.strip() for t in str(err).splitlines() if t.strip())[:300]
+        raise CheckpointError(f"{path} holds weights that do not fit the network of its own spec {spec} "
+                              f"({first}); the file was altered or written by another version of dplab") from None
     return model.to(map_location).eval()
 
 

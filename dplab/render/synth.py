@@ -32,6 +32,12 @@ sequence ``k`` on ``(seed, k, t)``), every file is written to a temporary name a
 sample is complete when all its files exist, so an interrupted run resumes exactly: complete
 samples are skipped, partial ones redone, leftover temporary files removed. A different
 set of arguments is refused unless ``overwrite``.
+
+One run at a time: :func:`synthesize` holds :func:`dplab._io.folder_lock` on ``OUT`` from its
+first check to the complete manifest, so a second run on the same folder (another seed, or
+the same command started twice) is refused at once with the first one's pid, and never mixes
+its samples into the first one's dataset. Temporary files are removed only under the lock and
+only where synth writes (its split folders, ``sequences/`` and the manifest's).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,9 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dplab._io import atomic_file
+from dplab._io import LOCK_NAME, atomic_file, folder_lock, remove_stale_temporaries, write_json_atomic
 from dplab.optics.distortion import RDPD_DISTORTION_COEFFS
-from dplab._io import write_json_atomic
 from dplab.optics.thin_lens import RDPD_CAMERA_SETS, RDPD_COC_CLIP_PX
 from dplab.data.pngio import write_png
 from dplab.optics.psf import PSF_BANK_PARAMS
@@ -63,6 +69,8 @@ FORMAT = "dplab-synth"
 VERSION = 1
 _PSFS = ("bank", "butterworth", "punnappurath")
 _NOISE_STEP = 0.005  # RDPD's grid 0.05, 0.055, ..., 0.5
+#: Memory one rendered image needs per pixel, with a margin (about 400 bytes measured at 1024 x 1536).
+_BYTES_PER_PIXEL = 1024
 _LAYOUT = {
     "{split}": "train | val | test; samples 0..count-1 in order by split_fractions (see 'splits')",
     "{split}_c/source/<id>.png": "combined = left + right, 16-bit RGB, value / 65535",
@@ -273,11 +281,27 @@ def _owned_entries(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if p.name in names]
 
 
-def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> None:
+def _check_memory(cfg: SynthConfig) -> None:
+    """Refuse a size whose rendering cannot fit in this machine's memory (rather than fail
+    in the allocator after writing the manifest)."""
+    h, w = cfg.size
+    need = _BYTES_PER_PIXEL * h * w
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):      # sysconf names this platform does not know
+        return
+    if need > have:
+        raise ValueError(f"--size {h}x{w} needs about {need / 2**30:.0f} GiB of memory to render one "
+                         f"image, more than this machine's {have / 2**30:.0f} GiB; choose a smaller --size")
+
+
+def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> bool:
+    """Check what ``out`` holds (called with the folder's lock held) and remove what an
+    interrupted run of synth left half-written; whether ``out`` holds this dataset, complete."""
     manifest = out / MANIFEST_NAME
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    complete = False
+    ours = (LOCK_NAME, f".{MANIFEST_NAME}.")          # the lock; the manifest's temporary files
+    if any(not p.name.startswith(ours) for p in out.iterdir()):
         old = None
         if manifest.is_file():
             try:
@@ -286,6 +310,7 @@ def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> None:
                 old = None
         same = (old is not None and old.get("format") == FORMAT
                 and old.get("config") == cfg.to_json())
+        complete = same and old.get("complete") is True
         if not same and not overwrite:
             if old is None:
                 raise FileExistsError(f"--out {out} is not empty and holds no {MANIFEST_NAME}; "
@@ -298,9 +323,12 @@ def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> None:
         if not same:  # overwrite: remove what synth writes, keep anything else
             for p in _owned_entries(out):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.rglob(".*.tmp"):  # left over by an interrupted run
-        tmp.unlink()
+    # Temporary files of a run that was killed: we hold the lock, so no live run owns them.
+    remove_stale_temporaries(out, [MANIFEST_NAME])
+    for entry in _owned_entries(out):
+        if entry.is_dir():
+            remove_stale_temporaries(entry, recursive=True)
+    return complete
 
 
 def _manifest(cfg: SynthConfig, complete: bool) -> dict:
@@ -327,6 +355,8 @@ def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool
 
     Raises:
         FileExistsError: ``out`` is not empty and holds another dataset (without ``overwrite``).
+        dplab._io.FolderInUseError: another process is writing ``out``.
+        ValueError: one image of ``cfg.size`` would not fit in this machine's memory.
 
     Example:
         >>> import tempfile
@@ -336,11 +366,22 @@ def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool
         >>> sorted(p.name for p in (out / "train_l" / "source").iterdir())
         ['00000_L.png', '00001_L.png']
     """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    _check_memory(cfg)
+    with folder_lock(out, f"python -m dplab synth (seed {cfg.seed}, count {cfg.count})"):
+        complete = _prepare(out, cfg, overwrite)
+        return _write_all(out, cfg, progress, complete)
+
+
+def _write_all(out: Path, cfg: SynthConfig, progress: bool, complete: bool) -> dict:
+    """Every sample and frame not complete yet, then the manifest marked complete (a complete
+    dataset keeps its manifest as it is meanwhile: a reader, ``train`` say, may be using it)."""
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    _prepare(out, cfg, overwrite)
-    write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=False))
+    if not complete:
+        write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=False))
     ranges = _split_ranges(cfg.count, cfg.split_fractions)
     seq_ranges = _split_ranges(cfg.sequences, cfg.split_fractions)
     width = max(5, len(str(max(cfg.count - 1, 0))))
@@ -379,5 +420,6 @@ def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool
                     _write_sample(paths, _arrays(s, 0))
                     written += 1
                 bar.update()
-    write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=True))
+    if not complete or written:
+        write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=True))
     return {"written": written, "skipped": skipped}

@@ -4,7 +4,8 @@ states, and a data order that is a function of ``(seed, epoch)`` alone.
 Checkpoints are written through a temporary file in the same folder, fsync'ed and renamed
 (:func:`save_checkpoint_atomic`), so a reader or a resumed run never sees half of one, and hold
 only tensors and plain containers so that they load with ``torch.load(..., weights_only=True)``
-(:func:`load_checkpoint`). :func:`rng_state` / :func:`set_rng_state` carry the torch, CUDA,
+(:func:`load_checkpoint`, which names a file it cannot read). A full disk surfaces as an
+:class:`OSError` (``ENOSPC``) naming the checkpoint, with the previous one intact. :func:`rng_state` / :func:`set_rng_state` carry the torch, CUDA,
 NumPy and Python generators across a resume. :class:`GlobalBatchSampler` fixes the order of an
 epoch by :func:`mix_seed` and gives each of the processes ``torchrun`` started
 (:func:`distributed_info`) its slice of every global batch, so the gradient equals the
@@ -13,6 +14,7 @@ one-process gradient of the same global batch.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile  # noqa: F401  (the doctests use it)
@@ -22,12 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from dplab._io import atomic_file
+from dplab._io import CheckpointError, atomic_file, read_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "save_checkpoint_atomic",
     "load_checkpoint",
+    "restore_training_state",
     "rng_state",
     "set_rng_state",
     "distributed_info",
@@ -43,14 +46,20 @@ def save_checkpoint_atomic(payload: dict, path: Path | str) -> Path:
     """``torch.save`` through a temporary file in the same folder, fsync, then rename, so a
     reader (or a resumed run after a crash) never sees half a checkpoint.
 
+    The bytes are made in memory first and then written, so that a full disk raises the
+    operating system's error (``OSError`` ``ENOSPC``, ``filename`` the checkpoint) rather
+    than an error of torch's zip writer; the file is the same as ``torch.save(payload, path)``.
+
     Example:
         >>> p = save_checkpoint_atomic({"w": torch.ones(2)}, Path(tempfile.mkdtemp()) / "c.pt")
         >>> load_checkpoint(p)["w"].tolist()
         [1.0, 1.0]
     """
     path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_file(path, fsync=True) as handle:
-        torch.save(payload, handle)
+        handle.write(buffer.getbuffer())
     return path
 
 
@@ -69,16 +78,78 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
 
     Raises:
         FileNotFoundError: no such file.
+        dplab._io.CheckpointError: the file is empty, truncated or not a checkpoint (the
+            message names it).
 
     Example:
         >>> p = save_checkpoint_atomic({"step": 3}, Path(tempfile.mkdtemp()) / "c.pt")
         >>> load_checkpoint(p)["step"]
         3
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return read_checkpoint(path, map_location=map_location)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [t.strip() for t in str(err).splitlines() if t.strip()]
+    return "; ".join(lines[:2])[:300]
+
+
+def restore_training_state(state, source, *, model, optimizer, scheduler, steps_per_epoch: int,
+                           model_spec: dict | None = None) -> None:
+    """Check a trainer checkpoint against the run that resumes it, then load its model,
+    optimizer and scheduler states (the rest is the trainer's).
+
+    Args:
+        state: what :func:`load_checkpoint` returned.
+        source: the file, for the messages.
+        model, optimizer, scheduler: the resuming run's.
+        steps_per_epoch: the resuming run's (the data order depends on it).
+        model_spec: the resuming model's spec (:func:`dplab.models.registry.model_spec`), or
+            None to skip that check.
+
+    Raises:
+        dplab._io.CheckpointError: not a trainer checkpoint of :data:`CHECKPOINT_FORMAT`, an
+            entry missing, another model spec, weights of other shapes, or other trained
+            parameters; each message names ``source`` and says what to do.
+        ValueError: another number of steps per epoch (other data or batch size).
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> restore_training_state({"format": 0}, "c.pt", model=net, optimizer=None, scheduler=None,
+        ...                        steps_per_epoch=1)
+        Traceback (most recent call last):
+        ...
+        dplab._io.CheckpointError: c.pt is not a checkpoint of dplab's Trainer (format 0, expected 1); use another output folder
+    """
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{source} is not a checkpoint of dplab's Trainer (format {found!r}, expected "
+                              f"{CHECKPOINT_FORMAT}); use another output folder")
+    missing = [k for k in ("step", "steps_per_epoch", "model", "optimizer", "scheduler", "rng", "best")
+               if k not in state]
+    if missing:
+        raise CheckpointError(f"{source} lacks {', '.join(missing)}: it is not a complete trainer checkpoint; "
+                              "use another output folder")
+    if state["steps_per_epoch"] != steps_per_epoch:
+        raise ValueError(
+            f"{source} has {state['steps_per_epoch']} steps per epoch, this run {steps_per_epoch}: "
+            "the training set or batch size changed, so the data order cannot be resumed"
+        )
+    spec = state.get("model_spec")
+    if spec is not None and model_spec is not None and spec != model_spec:
+        raise CheckpointError(f"{source} holds {spec}, this run builds {model_spec}: it was written with other "
+                              "model options; use another output folder, or the options it was trained with")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:                   # missing/unexpected keys, size mismatches
+        raise CheckpointError(f"{source} holds another network than this run's ({_first_line(err)}); use "
+                              "another output folder, or the options it was trained with") from None
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as err:                     # other parameter groups: other parameters trained
+        raise CheckpointError(f"{source} was trained with another set of parameters ({_first_line(err)}); "
+                              "use another output folder") from None
+    scheduler.load_state_dict(state["scheduler"])
 
 
 def rng_state() -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 
@@ -25,12 +26,14 @@ class TrainingDiverged(FloatingPointError):
 
     Raised by :meth:`dplab.training.trainer.Trainer.train_step` before the offending step
     changes any weight, so the last checkpoint (``checkpoints/last.pt``, written before the
-    blow-up) is the last good model. Attributes ``step`` (the step that diverged) and ``loss``.
+    blow-up) is the last good model. Attributes ``step`` (the step that diverged), ``loss`` and
+    ``reason`` (what happened, without the advice the message adds).
     """
 
-    def __init__(self, message: str, step: int, loss: float):
+    def __init__(self, message: str, step: int, loss: float, reason: str | None = None):
         super().__init__(message)
         self.step, self.loss = step, loss
+        self.reason = reason or message
 
 
 class DivergenceGuard:
@@ -61,25 +64,32 @@ class DivergenceGuard:
         self.recent: list[float] = []
         self.start: float | None = None
 
+    def _advice(self) -> str:
+        if self.checkpoint is None:
+            return ""
+        if Path(self.checkpoint).is_file():
+            return (f"; the last checkpoint ({self.checkpoint}) holds the model before it. Lower the "
+                    "learning rate (or set grad_clip) and resume from it, or check the data")
+        return ("; no checkpoint was written before it. Lower the learning rate (or set grad_clip) and "
+                "start again, or check the data")
+
     def check(self, value: float, step: int) -> None:
         """Check the loss ``value`` of ``step``; remember it when it passes."""
-        where = (f"; the last checkpoint ({self.checkpoint}) holds the model before it. Lower the "
-                 "learning rate (or set grad_clip) and resume from it, or check the data"
-                 if self.checkpoint is not None else "")
         if not math.isfinite(value):
             if self.skip_non_finite:
                 return
-            raise TrainingDiverged(f"training diverged at step {step}: the loss is {value}{where}", step, value)
+            reason = f"training diverged at step {step}: the loss is {value}"
+            raise TrainingDiverged(reason + self._advice(), step, value, reason)
         recent, factor, window = self.recent, self.factor, self.window
         if self.start is None:
             self.start = value
         # Also above the first loss of the run: a loss that converges towards zero may jump by
         # orders of magnitude at rounding-noise level without anything going wrong.
         if factor is not None and len(recent) >= window and value > factor * max(recent) and value > self.start:
-            raise TrainingDiverged(
-                f"training diverged at step {step}: the loss {value:.4g} is more than {factor:g} times the "
-                f"largest of the previous {window} steps ({min(recent):.4g} to {max(recent):.4g}) and above "
-                f"the run's first loss ({self.start:.4g}){where}", step, value)
+            reason = (f"training diverged at step {step}: the loss {value:.4g} is more than {factor:g} times the "
+                      f"largest of the previous {window} steps ({min(recent):.4g} to {max(recent):.4g}) and above "
+                      f"the run's first loss ({self.start:.4g})")
+            raise TrainingDiverged(reason + self._advice(), step, value, reason)
         recent.append(value)
         del recent[:-window]
 
@@ -92,6 +102,17 @@ def _parse(value: str):
     return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
 
 
+_HEAD = ["kind", "step", "epoch", "lr", "loss"]
+_SUMMARY_KEYS = {"step", "epoch", "total_steps", "best", "train", "val", "config"}
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` naming ``path`` when it names no file (a full disk raises it from a flush)."""
+    if err.filename is None and err.errno is not None:
+        return OSError(err.errno, err.strerror or "", str(path))
+    return err
+
+
 class RunLog:
     """The trainer's ``log.csv`` and ``log.json`` in ``output_dir``.
 
@@ -102,7 +123,9 @@ class RunLog:
             the others only read them.
 
     The CSV columns are fixed by the first row written (``kind, step, epoch, lr, loss``, the
-    loss terms, ``val_loss, val_<metric>, time_s``), or by the header of an existing log.
+    loss terms, ``val_loss, val_<metric>, time_s``), or by the header of an existing log. A
+    last row cut short by a crash is dropped on resume (it was written after the checkpoint);
+    a log damaged anywhere else is refused with a message naming it.
 
     Example:
         >>> import tempfile
@@ -119,20 +142,75 @@ class RunLog:
         self.metric, self.write = metric, bool(write)
         self.fields: list[str] | None = None
 
+    def _written_here(self, path: Path) -> bool:
+        """Whether ``path`` looks like a file of this class (its header or summary keys)."""
+        try:
+            if path == self.csv_path:
+                with open(path, newline="") as handle:
+                    head = handle.readline().rstrip("\r\n\0")
+                return not head or head.split(",")[:5] == _HEAD
+            summary = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(summary, dict) and _SUMMARY_KEYS <= set(summary)
+
     def clear(self) -> None:
-        """Delete both files (the trainer's own files of a run that never checkpointed)."""
-        for stale in (self.csv_path, self.json_path):
+        """Delete both files: the trainer's own files of a run that never checkpointed.
+
+        Raises:
+            FileExistsError: a ``log.csv`` or ``log.json`` that this class did not write
+                (another header, or another summary) is there; nothing is deleted.
+        """
+        present = [p for p in (self.csv_path, self.json_path) if p.is_file()]
+        foreign = [p for p in present if not self._written_here(p)]
+        if foreign:
+            raise FileExistsError(f"{foreign[0]} was not written by dplab's Trainer and there is no checkpoint "
+                                  "to resume; move it away, or choose another output folder")
+        for stale in present:
             stale.unlink(missing_ok=True)
+
+    def _rows(self) -> tuple[list[str] | None, list[dict]]:
+        """Header and rows of ``log.csv``; a last line cut short by a crash is left out."""
+        text = self.csv_path.read_bytes().decode("utf-8", "replace").rstrip("\0")
+        if not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        lines = [values for values in csv.reader(io.StringIO(text, newline="")) if values]
+        if not lines:
+            return None, []
+        fields, rows = lines[0], []
+
+        def damaged(number: int, what: str) -> ValueError:
+            return ValueError(f"{self.csv_path} is damaged at line {number} ({what}); the run's checkpoint is "
+                              "intact: move the log away to resume with a new one, or restore it")
+
+        if fields[:5] != _HEAD:
+            raise damaged(1, f"header {','.join(fields)[:60]!r}, expected one starting with {','.join(_HEAD)!r}")
+        for number, values in enumerate(lines[1:], 2):   # (blank lines left out of the count)
+            row = dict(zip(fields, values))
+            if len(values) != len(fields) or row["kind"] not in ("train", "val"):
+                raise damaged(number, f"{','.join(values)[:60]!r}")
+            try:
+                int(row["step"])
+            except ValueError:
+                raise damaged(number, f"step {row['step'][:20]!r}") from None
+            rows.append(row)
+        return fields, rows
 
     def trim(self, step: int) -> tuple[list[dict], list[dict]]:
         """On resume: drop the rows after ``step`` (rewriting the CSV) and return the rows kept,
-        parsed, as ``(train_rows, val_rows)``."""
+        parsed, as ``(train_rows, val_rows)``.
+
+        Raises:
+            ValueError: ``log.csv`` is damaged (the message names the file and the line).
+        """
         if not self.csv_path.is_file():
             return [], []
-        with open(self.csv_path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            fields = reader.fieldnames or []
-            rows = [r for r in reader if r.get("step") and int(r["step"]) <= step]
+        fields, rows = self._rows()
+        if fields is None:                 # empty, or cut within its header: start a new log
+            if self.write:
+                self.csv_path.unlink()
+            return [], []
+        rows = [r for r in rows if int(r["step"]) <= step]
         self.fields = list(fields)
         train, val = [], []
         for r in rows:
@@ -155,11 +233,17 @@ class RunLog:
             extra = sorted(k for k in row if k not in ("kind", "step", "epoch", "lr", "loss", "time_s"))
             self.fields = ["kind", "step", "epoch", "lr", "loss", *extra, "val_loss", f"val_{self.metric}", "time_s"]
         new = not self.csv_path.is_file()
-        with open(self.csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        try:
+            with open(self.csv_path, "a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as err:
+            named = _named(err, self.csv_path)
+            if named is err:
+                raise
+            raise named from err
 
     def write_json(self, summary: dict) -> None:
         """Write ``log.json`` atomically."""

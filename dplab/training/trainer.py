@@ -43,8 +43,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from dplab._io import to_plain
+from dplab._validate import resolve_device
 from dplab.training.checkpoints import (CHECKPOINT_FORMAT, GlobalBatchSampler, distributed_info, load_checkpoint,
-                                        mix_seed, rng_state, save_checkpoint_atomic, set_rng_state)
+                                        mix_seed, restore_training_state, rng_state, save_checkpoint_atomic,
+                                        set_rng_state)
 from dplab.training.monitor import DivergenceGuard, RunLog
 from dplab.training.recipes import check_config, lr_factor
 
@@ -105,9 +107,14 @@ class Trainer:
     "best_checkpoint", "history", "val_history"}``.
 
     Raises:
-        ValueError, TypeError: bad settings (unknown keys are refused).
-        FileExistsError: ``resume=False`` and a checkpoint exists.
+        ValueError, TypeError: bad settings (unknown keys are refused; an unknown device).
+        FileExistsError: ``resume=False`` and a checkpoint exists; or none exists and a
+            ``log.csv``/``log.json`` the trainer did not write is there (it deletes only its own).
         FileNotFoundError: ``resume=True`` and no checkpoint exists.
+        dplab._io.CheckpointError: ``checkpoints/last.pt`` is unreadable or of another network.
+
+    One run at a time per ``output_dir`` is the caller's affair (``python -m dplab train``
+    holds :func:`dplab._io.folder_lock` on it).
 
     Example:
         >>> import tempfile
@@ -232,9 +239,10 @@ class Trainer:
             if torch.cuda.is_available():
                 return torch.device("cuda", self.local_rank if self.world_size > 1 else torch.cuda.current_device())
             return torch.device("cpu")
-        resolved = torch.device(device)
-        if resolved.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but this machine has no CUDA; use 'auto'")
+        resolved = resolve_device(device)          # ValueError for 'tpu9' or CUDA on a machine without
+        if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s), numbered from 0; use 'auto'")
         return resolved
 
     def _pick_amp(self, amp) -> bool:
@@ -278,18 +286,13 @@ class Trainer:
         self._barrier()
         return path
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (model, optimizer, scheduler, scaler, RNG, position)."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
-        if state["steps_per_epoch"] != self.steps_per_epoch:
-            raise ValueError(
-                f"the checkpoint has {state['steps_per_epoch']} steps per epoch, this run {self.steps_per_epoch}: "
-                "the training set or batch size changed, so the data order cannot be resumed"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+    def load_state_dict(self, state: dict, source: str | Path = "the checkpoint") -> None:
+        """Restore a :meth:`state_dict` (model, optimizer, scheduler, scaler, RNG, position).
+
+        Raises what :func:`dplab.training.checkpoints.restore_training_state` raises for a
+        checkpoint of another run, naming ``source``."""
+        restore_training_state(state, source, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                               steps_per_epoch=self.steps_per_epoch, model_spec=self._model_spec().get("model_spec"))
         if self.amp and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -306,7 +309,7 @@ class Trainer:
                 f"{self.last_path} exists; pass resume=True (or 'auto') to continue it, or choose another output_dir"
             )
         if exists:
-            self.load_state_dict(load_checkpoint(self.last_path, map_location=self.device))
+            self.load_state_dict(load_checkpoint(self.last_path, map_location=self.device), source=self.last_path)
             train_rows, val_rows = self.log.trim(self.step)
             self.history.extend(train_rows)
             self.val_history.extend(val_rows)
