@@ -127,8 +127,10 @@ def to_plain(value, *, unknown: str = "keep"):
 
     Example:
         >>> import numpy as np, torch
-        >>> to_plain({"a": (1, 2), 3: torch.tensor(0.5), "b": np.float32(2.0)})
-        {'a': [1, 2], '3': 0.5, 'b': 2.0}
+        >>> to_plain({"a": (1, 2), 3: torch.tensor(0.5), "b": np.float32(2.0), "c": np.float64(1.5)})
+        {'a': [1, 2], '3': 0.5, 'b': 2.0, 'c': 1.5}
+        >>> type(to_plain(np.float64(1.5))).__name__
+        'float'
         >>> to_plain({"f": print}, unknown="repr")
         {'f': '<built-in function print>'}
     """
@@ -145,13 +147,15 @@ def _plain(value, unknown):
         return {str(k): _plain(v, unknown) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, unknown) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+    # numpy scalars before the plain types: np.float64 is a float subclass whose repr
+    # ("np.float64(1.1)") would reach the page through myst-nb's glue
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist() if isinstance(value, np.ndarray) else value.item()
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist() if isinstance(value, np.ndarray) else value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if unknown == "repr":
         return repr(value)
     if unknown == "raise":
