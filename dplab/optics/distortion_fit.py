@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from dplab._validate import require_image, require_positive
 from dplab.optics.calibration import candidate_values
@@ -22,6 +23,10 @@ from dplab.optics.distortion import distort, distortion_center, fold_radius, ima
 from dplab.optics.kernels import xcorr
 
 __all__ = ["DistortionFit", "fit_distortion"]
+
+
+#: Candidates above which :func:`fit_distortion` shows a progress bar.
+PROGRESS_CANDIDATES = 500
 
 
 # ----------------------------------------------------------------------------- S3: distortion
@@ -64,6 +69,7 @@ def fit_distortion(
     center=None,
     refine: int = 2,
     chunk_size: int = 32,
+    progress: bool | None = None,
 ) -> DistortionFit:
     """Brute-force search of the division-model coefficients, RDPD supplement Eq. S6.
 
@@ -90,6 +96,9 @@ def fit_distortion(
         center: distortion centre ``(x_o, y_o)`` in pixels; default the image centre.
         refine: number of refinement rounds (>= 0).
         chunk_size: candidates warped at once.
+        progress: show a tqdm progress bar over the candidates; None (default): when the
+            search warps more than :data:`PROGRESS_CANDIDATES` candidates (the coarse grid plus
+            ``refine`` rounds of up to 125). ``TQDM_DISABLE=1`` in the environment silences it.
 
     Returns:
         A :class:`DistortionFit`.
@@ -133,6 +142,11 @@ def fit_distortion(
     best = (-math.inf, None)
     n_eval = 0
     seen: set[tuple[float, float, float]] = set()
+    n_local = math.prod(1 if len(g) == 1 else 5 for g in grids)
+    total = math.prod(len(g) for g in grids) + refine * n_local
+    bar = None
+    if (total > PROGRESS_CANDIDATES) if progress is None else progress:
+        bar = tqdm(total=total, desc="fit_distortion", unit="cand")
 
     def score(cands):
         nonlocal best, n_eval
@@ -151,6 +165,8 @@ def fit_distortion(
             warped = distort(pattern.expand(len(chunk), c, h, w), coeffs, center=ctr)
             x = xcorr(obs_flat, warped.reshape(len(chunk), c * h, w), shift=False)
             n_eval += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
             val, idx = x.max(0)
             if float(val) > best[0]:
                 best = (float(val), tuple(chunk[int(idx)]))
@@ -163,4 +179,6 @@ def fit_distortion(
         local = [_local_values(best[1][i], grids[i], widths[i]) for i in range(3)]
         score(list(itertools.product(*local)))
         widths = [wd / 2 for wd in widths]
+    if bar is not None:
+        bar.close()
     return DistortionFit(tuple(float(v) for v in best[1]), best[0], n_eval)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from dplab._validate import require_kernel, require_number, require_positive
 from dplab.optics.calibration import apply_derivative_filters, candidate_values
@@ -108,6 +109,10 @@ def _candidate_radii(radius_px, radii, size: int, device) -> tuple[torch.Tensor,
     return r, True
 
 
+#: Candidates (parameter sets x radii) above which :func:`fit_butterworth` shows a progress bar.
+PROGRESS_CANDIDATES = 10_000
+
+
 def _score(e_d: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Eq. S3 for model left views ``h`` (P, N, K, K) -> (2, P, N): [as given, mirrored].
 
@@ -130,11 +135,12 @@ def _score(e_d: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.stack((pos, neg))
 
 
-def _grid_search(e, make, radii, params, signed, chunk_size, per_radius=False):
+def _grid_search(e, make, radii, params, signed, chunk_size, per_radius=False, bar=None):
     """Best (objective, param index, radius index, mirrored) over params x radii x signs.
 
     ``per_radius``: make the candidates one radius at a time (the Butterworth generator sizes
-    its working grid by the largest radius of a call).
+    its working grid by the largest radius of a call). ``bar``: a tqdm bar counting parameter
+    sets x radii.
     """
     e_d = apply_derivative_filters(e, full=True)
     best = (math.inf, 0, 0, False)
@@ -152,6 +158,8 @@ def _grid_search(e, make, radii, params, signed, chunk_size, per_radius=False):
                 s, rest = divmod(int(idx), scores.shape[1] * scores.shape[2])
                 p, r = divmod(rest, scores.shape[2])
                 best = (float(val), start + p, r0 + r, bool(s))
+            if bar is not None:
+                bar.update(len(chunk) * group.numel())
     return best, n_eval
 
 
@@ -174,6 +182,7 @@ def fit_butterworth(
     radii: Sequence[float] | None = None,
     normalize: bool = True,
     chunk_size: int = 1000,
+    progress: bool | None = None,
 ) -> PSFFit:
     """Brute-force fit of the Butterworth DP PSF (RDPD supplement S2, Eqs. S2-S3).
 
@@ -209,6 +218,9 @@ def fit_butterworth(
         normalize: rescale the estimate so that each view sums to 1/2 on average (the model's
             normalisation; the views keep their relative brightness).
         chunk_size: parameter sets generated at once (memory vs. speed).
+        progress: show a tqdm progress bar over the candidates; None (default): when more than
+            :data:`PROGRESS_CANDIDATES` (parameter sets x radii) are scored, e.g. with the
+            radius searched. ``TQDM_DISABLE=1`` in the environment silences it.
 
     Returns:
         A :class:`PSFFit` with ``params = {"radius_px", "order", "alpha", "beta", "kappa"}``.
@@ -242,11 +254,17 @@ def fit_butterworth(
 
     n_eval = 0
     r_cand = r_all
+    sub = list(itertools.product(grid[0][::3], grid[1][::3], grid[2][::3], grid[3][::2]))
+    total = (len(sub) * r_all.numel() + len(params) * min(3, r_all.numel())) if r_all.numel() > 1 else len(params)
+    bar = None
+    if (total > PROGRESS_CANDIDATES) if progress is None else progress:
+        bar = tqdm(total=total, desc="fit_butterworth", unit="set")
     if r_all.numel() > 1:
-        sub = list(itertools.product(grid[0][::3], grid[1][::3], grid[2][::3], grid[3][::2]))
-        (_, _, ri, _), n_eval = _grid_search(e, make, r_all, sub, signed, chunk_size, True)
+        (_, _, ri, _), n_eval = _grid_search(e, make, r_all, sub, signed, chunk_size, True, bar)
         r_cand = r_all[max(0, ri - 1):ri + 2]
-    (obj, pi, ri, mirrored), n2 = _grid_search(e, make, r_cand, params, signed, chunk_size, True)
+    (obj, pi, ri, mirrored), n2 = _grid_search(e, make, r_cand, params, signed, chunk_size, True, bar)
+    if bar is not None:
+        bar.close()
     n, a, b, k = params[pi]
     r = float(r_cand[ri]) * (-1.0 if mirrored else 1.0)
     left, right = butterworth_dp(r, n, a, b, k, size=size, device=e.device, dtype=torch.float64)

@@ -13,5 +13,7 @@ Modules, each importing only those above it:
 * :mod:`dplab.xin.multiplane`: the MPI, compositing (Eqs. 1, 15) and DP rendering (Eq. 2).
 * :mod:`dplab.xin.mpi_losses`: the loss terms of Eq. 6 (Sec. 4.3, supp. C.3, D).
 * :mod:`dplab.xin.mpi`: the MPI optimisation (Sec. 4.3, supp. D).
+* :mod:`dplab.xin.protocol`: how an all-in-focus image is scored against Table 1 (intensity
+  scale, saving, alignment, border; supplement D).
 * :mod:`dplab.xin.recipe`: both methods on the Pixel 4 scenes, scored as Table 1.
 """

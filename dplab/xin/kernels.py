@@ -314,11 +314,24 @@ class KernelGrid:
         """Source rows and columns of the extended image that :meth:`split` cuts into tiles."""
         require_choice("mode", mode, ("replicate", "reflect"))
         H, W = self.image_hw
-        ht, hb, hl, hr = halo
-        (ch, cw), (by, bx), (nR, nC) = self.cell_hw, self.blend, self.grid_hw
-        top, bottom = -(self._y0 - by - ht), self._y0 + nR * ch + by + hb - H
-        lft, rgt = -(self._x0 - bx - hl), self._x0 + nC * cw + bx + hr - W
+        top, bottom, lft, rgt = self.extension_pads(halo)
         return pad_index(H, top, bottom, mode, device), pad_index(W, lft, rgt, mode, device)
+
+    def extension_pads(self, halo=(0, 0, 0, 0)) -> tuple[int, int, int, int]:
+        """``(top, bottom, left, right)``: how far the extended image that :meth:`split` cuts
+        into tiles reaches beyond the image (all >= 0), for a tile input of ``tile_hw`` plus
+        ``halo``; tile ``(r, c)`` starts at row ``r * ch`` and column ``c * cw`` of it."""
+        ht, hb, hl, hr = halo
+        H, W = self.image_hw
+        (ch, cw), (by, bx), (nR, nC) = self.cell_hw, self.blend, self.grid_hw
+        return (by + ht - self._y0, self._y0 + nR * ch + by + hb - H,
+                bx + hl - self._x0, self._x0 + nC * cw + bx + hr - W)
+
+    def tile_origins(self) -> list[list[tuple[int, int]]]:
+        """Image coordinates ``(y, x)`` of the top-left output pixel of every tile (may be
+        negative or reach beyond the image: the tile's output is clipped to it by :meth:`merge`)."""
+        (nR, nC), (ch, cw), (by, bx) = self.grid_hw, self.cell_hw, self.blend
+        return [[(self._y0 + r * ch - by, self._x0 + c * cw - bx) for c in range(nC)] for r in range(nR)]
 
     def split_adjoint(self, tiles: torch.Tensor, halo=(0, 0, 0, 0), mode: str = "replicate") -> torch.Tensor:
         """Adjoint of :meth:`split`: overlap-add tiles ``(..., nR, nC, th', tw')`` onto the

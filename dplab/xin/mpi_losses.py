@@ -26,6 +26,12 @@ were tuned with it) and says so:
 * loss weights (supplement D, code): ``w1 = w2 = 2.5e4``, ``w3 = 30``,
   ``w4 = 7.5e4 (N/12)^2`` (1.5e4 for scenes 1-4), ``w5 = 30 / log N`` (20 for scenes 1-4 and
   13-17); ``30 / log 12 = 12.07``, the paper's ``lambda_5 = 12``.
+
+Speed: the heavy terms have hand-written gradients (one autograd node each instead of a graph
+of tensors of the size of the MPI): the rendering with the data and auxiliary losses (Eqs. 2,
+7-9, the gradient through the visibility products as one pass over the layers), the
+Charbonnier total variation ``l(V(x))`` (Eqs. 38-39) and the collision entropy (Eq. 13,
+``dS/dx_i = (2 / sum x)(1 - p_i / sum p^2)``); the ``[1,2,1]`` smoothing writes into one buffer.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from dplab._validate import require_positive, require_tensor
-from dplab.xin.multiplane import render_layers, visibility
+from dplab.xin.multiplane import blur_layers, visibility
 
 __all__ = ["LossWeights", "charbonnier", "local_variance", "edge_mask", "edge_aware_tv",
            "collision_entropy", "mpi_loss", "GAMMA", "BETA"]
@@ -104,47 +110,101 @@ def charbonnier(x2: torch.Tensor, gamma: float = GAMMA, bias=None) -> torch.Tens
 
 
 def _smooth(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``[1, 2, 1] / 4`` along ``dim`` with the edge sample replicated."""
+    """``[1, 2, 1] / 4`` along ``dim`` (length >= 2) with the edge sample replicated:
+    ``0.25 (x[i-1] + x[i+1]) + 0.5 x[i]``, written into one buffer (no shifted copies)."""
     n = x.shape[dim]
-    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
-    lo = torch.cat([first, x.narrow(dim, 0, n - 1)], dim)      # x[i - 1]
-    hi = torch.cat([x.narrow(dim, 1, n - 1), last], dim)       # x[i + 1]
-    return 0.25 * (lo + hi) + 0.5 * x
+    s = torch.empty_like(x)
+    torch.add(x.narrow(dim, 0, n - 2), x.narrow(dim, 2, n - 2), out=s.narrow(dim, 1, n - 2))
+    torch.add(x.narrow(dim, 0, 1), x.narrow(dim, 1, 1), out=s.narrow(dim, 0, 1))
+    torch.add(x.narrow(dim, n - 2, 1), x.narrow(dim, n - 1, 1), out=s.narrow(dim, n - 1, 1))
+    return s.mul_(0.25).add_(x, alpha=0.5)
 
 
 def _smooth_adjoint(g: torch.Tensor, dim: int) -> torch.Tensor:
+    """Adjoint of :func:`_smooth`: ``0.25 (g[i+1] + g[i-1]) + 0.5 g[i]``, the missing
+    neighbours zero, and the edge samples (which also stand for ``x[-1]`` and ``x[n]``) once more."""
     n = g.shape[dim]
-    zero = torch.zeros_like(g.narrow(dim, 0, 1))
-    lo = torch.cat([g.narrow(dim, 1, n - 1), zero], dim)        # g[i + 1] feeds x[i] through x[i+1-1]
-    hi = torch.cat([zero, g.narrow(dim, 0, n - 1)], dim)
-    out = 0.25 * (lo + hi) + 0.5 * g
-    # the replicated edge samples: x[0] also stands for x[-1], x[n-1] for x[n]
+    s = torch.empty_like(g)
+    torch.add(g.narrow(dim, 2, n - 2), g.narrow(dim, 0, n - 2), out=s.narrow(dim, 1, n - 2))
+    s.narrow(dim, 0, 1).copy_(g.narrow(dim, 1, 1))
+    s.narrow(dim, n - 1, 1).copy_(g.narrow(dim, n - 2, 1))
+    out = s.mul_(0.25).add_(g, alpha=0.5)
     out.narrow(dim, 0, 1).add_(0.25 * g.narrow(dim, 0, 1))
     out.narrow(dim, n - 1, 1).add_(0.25 * g.narrow(dim, n - 1, 1))
     return out
 
 
-class _Blur121(torch.autograd.Function):
-    """Separable ``[1,2,1] x [1,2,1] / 16`` blur with an explicit adjoint (no zero-filled
-    slice gradients, no slow single-channel convolution backward)."""
+def _s(x: torch.Tensor) -> torch.Tensor:
+    """``x * g``, ``g = [1,2,1]^T [1,2,1] / 16``, borders replicated (last two dims >= 2)."""
+    return _smooth(_smooth(x, -2), -1)
+
+
+def _s_adjoint(g: torch.Tensor) -> torch.Tensor:
+    return _smooth_adjoint(_smooth_adjoint(g.contiguous(), -1), -2)
+
+
+class _LocalVariance(torch.autograd.Function):
+    """``|S(x^2) - S(x)^2|`` with its hand-written gradient ``2 (x S^T(e) - S^T(S(x) e))``,
+    ``e = sign(.) grad``: two smoothings forward, two adjoint smoothings backward, and no
+    autograd graph of intermediate tensors."""
 
     @staticmethod
     def forward(ctx, x):
-        return _smooth(_smooth(x, -2), -1)
+        bx = _s(x)
+        d = _s(x * x) - bx.square()
+        ctx.save_for_backward(x, bx, d)
+        return d.abs()
 
     @staticmethod
     def backward(ctx, g):
-        return _smooth_adjoint(_smooth_adjoint(g.contiguous(), -1), -2)
+        x, bx, d = ctx.saved_tensors
+        e = g * torch.sign(d)
+        return 2 * (x * _s_adjoint(e) - _s_adjoint(bx * e))
+
+
+class _TotalVariation(torch.autograd.Function):
+    """``l(V(x))``: the Charbonnier penalty of the local variance (the total variation of
+    supplement Eqs. 38-41), in one function with its gradient
+    ``dl/dV = 1 / (2 gamma^2 (l + 1))`` (0 where clamped) passed on as in :class:`_LocalVariance`;
+    one image of the batch at a time (it stays in the caches through the chain)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma):
+        xs = x.reshape((-1,) + x.shape[-2:])
+        bx, d, y = torch.empty_like(xs), torch.empty_like(xs), torch.empty_like(xs)
+        for i in range(xs.shape[0]):
+            bx[i] = _s(xs[i])
+            torch.sub(_s(xs[i] * xs[i]), bx[i].square(), out=d[i])
+            torch.abs(d[i], out=y[i]).div_(gamma ** 2).add_(1).clamp_min_(0).sqrt_()
+        ctx.gamma, ctx.shape = gamma, x.shape
+        ctx.save_for_backward(xs, bx, d, y)
+        return (y - 1).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        xs, bx, d, y = ctx.saved_tensors
+        g = g.reshape(xs.shape)
+        out = torch.empty_like(xs)
+        k = 0.5 / ctx.gamma ** 2
+        for i in range(xs.shape[0]):
+            e = g[i] * torch.sign(d[i]) * torch.where(y[i] > 0, k / y[i], torch.zeros_like(y[i]))
+            torch.sub(xs[i] * _s_adjoint(e), _s_adjoint(bx[i] * e), out=out[i]).mul_(2)
+        return out.reshape(ctx.shape), None
+
+
+def _tv(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``charbonnier(local_variance(x), gamma)`` (one autograd node for images of 2x2 or more)."""
+    if x.shape[-1] < 2 or x.shape[-2] < 2:
+        return charbonnier(local_variance(x), gamma)
+    return _TotalVariation.apply(x, gamma)
 
 
 def _blur121(x: torch.Tensor) -> torch.Tensor:
-    """``x * g`` with ``g = [1,2,1]^T [1,2,1] / 16``, borders replicated (last two dims)."""
-    if x.shape[-1] < 2 or x.shape[-2] < 2:       # a single row or column: plain convolution
-        shape = x.shape
-        y = F.pad(x.reshape(-1, 1, *shape[-2:]), (1, 1, 1, 1), mode="replicate")
-        g1 = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
-        return F.conv2d(y, (g1[:, None] * g1[None, :]).reshape(1, 1, 3, 3)).reshape(shape)
-    return _Blur121.apply(x)
+    """``x * g`` for a single row or column (the plain convolution; :func:`_s` needs two)."""
+    shape = x.shape
+    y = F.pad(x.reshape(-1, 1, *shape[-2:]), (1, 1, 1, 1), mode="replicate")
+    g1 = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    return F.conv2d(y, (g1[:, None] * g1[None, :]).reshape(1, 1, 3, 3)).reshape(shape)
 
 
 def local_variance(x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +225,9 @@ def local_variance(x: torch.Tensor) -> torch.Tensor:
         0.1875
     """
     x = require_tensor("x", x)
-    return (_blur121(x * x) - _blur121(x).square()).abs()
+    if x.shape[-1] < 2 or x.shape[-2] < 2:       # a single row or column
+        return (_blur121(x * x) - _blur121(x).square()).abs()
+    return _LocalVariance.apply(x)
 
 
 def edge_mask(variance: torch.Tensor, beta: float = BETA) -> torch.Tensor:
@@ -214,14 +276,97 @@ def collision_entropy(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
         [1.0986, 0.0]
     """
     x = require_tensor("x", x)
-    s1 = x.sum(dim, keepdim=True)
-    ok = s1 > 0
-    p = x / torch.where(ok, s1, torch.ones_like(s1))
-    s2 = p.square().sum(dim)
-    okd = ok.squeeze(dim)
-    n = x.shape[dim]
-    return torch.where(okd, -torch.log(torch.where(okd, s2, torch.ones_like(s2))),
-                       torch.full_like(s2, math.log(n)))
+    return _CollisionEntropy.apply(x, dim % x.ndim if x.ndim else dim)
+
+
+class _CollisionEntropy(torch.autograd.Function):
+    """:func:`collision_entropy` with its closed-form gradient
+    ``dS/dx_i = (2 / sum x) (1 - p_i / sum p^2)`` (0 where ``sum x = 0``)."""
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        s1 = x.sum(dim, keepdim=True)
+        ok = s1 > 0
+        s1 = torch.where(ok, s1, torch.ones_like(s1))
+        p = x / s1
+        s2 = torch.where(ok, p.square().sum(dim, keepdim=True), torch.ones_like(s1))
+        okd = ok.squeeze(dim)
+        ctx.dim = dim
+        ctx.save_for_backward(p, s1, s2, ok)
+        return torch.where(okd, -torch.log(s2.squeeze(dim)), torch.full_like(okd, math.log(x.shape[dim]), dtype=x.dtype))
+
+    @staticmethod
+    def backward(ctx, g):
+        p, s1, s2, ok = ctx.saved_tensors
+        k = torch.where(ok, 2 * g.unsqueeze(ctx.dim) / s1, torch.zeros_like(s1))
+        return k * (1 - p / s2), None
+
+
+class _DataAux(torch.autograd.Function):
+    """Eq. 2 (the views), Eqs. 7-8 (data loss) and Eq. 9 (auxiliary loss) from the blurred
+    layers ``b = [k * (c alpha), k * alpha, k * c]`` (:func:`dplab.xin.multiplane.blur_layers`),
+    with a hand-written gradient with respect to ``b``.
+
+    Forward (per view, ``vis_i = prod_{j>i} (1 - k * alpha_j)``, ``t_i = (k * alpha_i) vis_i``):
+    ``I_v = sum_i g_v (k * c_i alpha_i) vis_i``; ``L_data = s mean l_B(I_v - I_o, sum_i t_i B_i)``;
+    ``L_aux = s N mean_i sg(t_i) l_B(g_v k * c_i - I_o, B_i)``. Backward: ``dL/dvis_i = Q_i``
+    gives ``dL/d(k * alpha_j) = B_j vis_j dL/db_all - vis_j R_j`` with
+    ``R_{j+1} = R_j (1 - k * alpha_j) + Q_j`` (one pass over the layers, front to back), instead
+    of autograd's graph of some twenty tensors of the size of ``b``.
+    """
+
+    @staticmethod
+    def forward(ctx, b, obs, gain, bias, s, gamma):
+        # one layer at a time: a layer's maps (a few MB at full resolution) stay in the caches
+        # through the chain of elementwise operations, and no tensor of the size of b is made
+        N, C = b.shape[0], (b.shape[2] - 1) // 2
+        bca, ba, bc = b[:, :, :C], b[:, :, C:C + 1], b[:, :, C + 1:]
+        g = gain.reshape(2, 1, 1, 1)
+        B = [float(v) for v in bias]
+        g2 = gamma ** 2
+        vis = torch.empty_like(ba)                                   # (N, 2, 1, H, W)
+        vis[N - 1] = 1
+        for i in range(N - 2, -1, -1):
+            torch.mul(vis[i + 1], 1 - ba[i + 1], out=vis[i])
+        views, b_all = torch.zeros_like(obs), torch.zeros_like(ba[0])
+        aux = torch.zeros((), dtype=b.dtype, device=b.device)
+        fac = torch.empty_like(bc)                                   # t_i g (g bc_i - I_o) / sqrt(.)
+        for i in range(N):
+            tb = ba[i] * vis[i]
+            views.addcmul_(bca[i], vis[i])
+            b_all.add_(tb, alpha=B[i])
+            r = g * bc[i] - obs
+            z = r.square().sub_(B[i]).div_(g2).add_(1).clamp_min_(0).sqrt_()
+            aux += (tb * (z - 1)).sum()
+            torch.mul(torch.where(z > 0, r / z, torch.zeros_like(z)).mul_(tb), g, out=fac[i])
+        D = g * views - obs                                          # rendered - observed
+        y = (D.square() - b_all).div_(g2).add_(1).clamp_min_(0).sqrt_()
+        ctx.gamma = gamma
+        ctx.save_for_backward(b, vis, D, y, fac, gain, bias, s)
+        return s * (y - 1).mean(), s * N * aux / (N * D.numel())
+
+    @staticmethod
+    def backward(ctx, g_data, g_aux):
+        b, vis, D, y, fac, gain, bias, s = ctx.saved_tensors
+        N, C = b.shape[0], (b.shape[2] - 1) // 2
+        bca, ba = b[:, :, :C], b[:, :, C:C + 1]
+        g = gain.reshape(2, 1, 1, 1)
+        B = [float(v) for v in bias]
+        g2 = ctx.gamma ** 2
+        grad = torch.empty_like(b)
+        # data: d sqrt(u / gamma^2 + 1) / du = 1 / (2 gamma^2 sqrt(.)) (0 where clamped)
+        kp = (g_data * s / D.numel()) * torch.where(y > 0, 0.5 / (g2 * y), torch.zeros_like(y))
+        g_views = g * (2 * kp * D)                                  # dL/d(k * c_i alpha_i vis_i)
+        g_ball = -kp.sum(1, keepdim=True)                           # dL/d(sum_i t_i B_i)
+        k_aux = g_aux * s / (D.numel() * g2)                        # aux: the weights t_i are constants
+        R = torch.zeros_like(g_ball)
+        for j in range(N):
+            torch.mul(g_views, vis[j], out=grad[j, :, :C])
+            Q = (g_views * bca[j]).sum(1, keepdim=True).add_(ba[j] * g_ball, alpha=B[j])   # dL/dvis_j
+            torch.sub(vis[j] * g_ball * B[j], vis[j] * R, out=grad[j, :, C:C + 1])
+            R = R.mul_(1 - ba[j]).add_(Q)
+            torch.mul(fac[j], k_aux, out=grad[j, :, C + 1:])
+        return grad, None, None, None, None, None
 
 
 def mpi_loss(colors, alphas, obs, blur, gain, layer_bias, weights: LossWeights, *,
@@ -258,28 +403,23 @@ def mpi_loss(colors, alphas, obs, blur, gain, layer_bias, weights: LossWeights, 
     """
     N = colors.shape[0]
     s = 0.5 / obs.mean()
-    B = layer_bias.to(colors.dtype).reshape(N, 1, 1, 1, 1)
-    views, trans_b, bc = render_layers(colors, alphas, blur, gain)  # (2,C,H,W), (N,2,1,H,W), (N,2,C,H,W)
-
-    # Eqs. 7-8: bias-corrected data loss
-    b_all = (trans_b * B).sum(0)                                  # (2, 1, H, W)
-    l_data = s * charbonnier((views - obs).square(), gamma, b_all).mean()
-    # Eq. 9: auxiliary per-layer loss, weighted by the (constant) blurred transmittance
-    l_aux = s * N * (trans_b.detach() * charbonnier((bc - obs.unsqueeze(0)).square(), gamma, B)).mean()
+    # Eqs. 7-9: the DP rendering (Eq. 2), bias-corrected data loss and auxiliary loss
+    b = blur_layers(colors, alphas, blur)                         # (N, 2, 2C+1, H, W)
+    l_data, l_aux = _DataAux.apply(b, obs, gain.to(colors.dtype), layer_bias.to(colors.dtype), s, gamma)
 
     # Eq. 11: intensity smoothness on the all-in-focus image and the layers
     t = alphas * visibility(alphas)                               # (N, 1, H, W)
     sharp = (t * colors).sum(0, keepdim=True).mean(1)             # (1, H, W), channel mean
-    var_s = local_variance(s * sharp)
+    var_s = local_variance(s * sharp)                              # (1, H, W): small
     tv_s = charbonnier(var_s, gamma)
     e_s = edge_mask(var_s.detach(), beta)
-    tv_l = N * (t.detach()[:, 0] * charbonnier(local_variance(s * colors.mean(1)), gamma)).mean(0, keepdim=True)
+    tv_l = N * (t.detach()[:, 0] * _tv(s * colors.mean(1), gamma)).mean(0, keepdim=True)
     e_l = edge_mask(((tv_l.detach() + 1).square() - 1) * gamma ** 2, beta)
     l_int = edge_aware_tv(tv_s, e_s) + edge_aware_tv(tv_l, e_l)
 
     # Eq. 12: alpha and transmittance smoothness, with the all-in-focus edge mask
     ra, rt = alphas.sqrt().squeeze(1), t.sqrt().squeeze(1)        # (N, H, W)
-    tv_a = charbonnier(local_variance(torch.stack([ra, rt])), gamma).sum(0)
+    tv_a = _tv(ra, gamma) + _tv(rt, gamma)
     l_alpha = edge_aware_tv(tv_a, e_s)
 
     # Eq. 13: collision entropy of sqrt(alpha) (back layer skipped) and sqrt(t)

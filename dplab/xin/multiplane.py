@@ -32,7 +32,7 @@ from dplab._validate import require_positive, require_tensor
 from dplab.xin.blur import DPBlur
 
 __all__ = ["MPI", "DPRender", "layer_scales", "visibility", "transmittance", "composite",
-           "defocus_map", "render_layers", "render_mpi"]
+           "defocus_map", "blur_layers", "render_layers", "render_mpi"]
 
 
 def layer_scales(n_layers: int, near: float, far: float, *, device=None) -> torch.Tensor:
@@ -79,11 +79,13 @@ def visibility(a: torch.Tensor) -> torch.Tensor:
         >>> visibility(torch.tensor([1.0, 0.5, 0.25])).tolist()
         [0.375, 0.75, 1.0]
     """
-    ones = torch.ones_like(a[:1])
-    if a.shape[0] == 1:
-        return ones
-    cp = torch.cumprod((1 - a[1:]).flip(0), 0).flip(0)
-    return torch.cat([cp, ones], 0)
+    # front to back, one product per layer: the same products as a reversed cumprod, without
+    # its strided pass over the layer dimension and its expensive backward
+    layers = a.unbind(0)                     # (unbind: one gradient buffer, not one per layer)
+    out = [torch.ones_like(layers[0])]
+    for i in range(len(layers) - 1, 0, -1):
+        out.append(out[-1] * (1 - layers[i]))
+    return torch.stack(out[::-1])
 
 
 def _check_alphas(alphas):
@@ -235,6 +237,21 @@ class DPRender:
     transmittance: torch.Tensor
 
 
+def blur_layers(colors, alphas, blur: DPBlur) -> torch.Tensor:
+    """The blurred maps Eq. 2 composites: ``k_v^{d_i} * [c_i alpha_i, alpha_i, c_i]``.
+
+    Args:
+        colors: ``(N, C, H, W)`` layer intensities.
+        alphas: ``(N, 1, H, W)`` layer alphas.
+        blur: the :class:`dplab.xin.blur.DPBlur` of the layers.
+
+    Returns:
+        ``(N, 2, 2C + 1, H, W)``: per layer and view, the blurred ``c alpha`` (``C`` maps), the
+        blurred alpha and the blurred intensity (``C`` maps). Differentiable.
+    """
+    return blur(torch.cat([colors * alphas, alphas, colors], 1))
+
+
 def render_layers(colors, alphas, blur: DPBlur, gain: torch.Tensor):
     """Eq. 2 for both views of an MPI's colours and alphas, with the blurred layers it composites.
 
@@ -261,8 +278,7 @@ def render_layers(colors, alphas, blur: DPBlur, gain: torch.Tensor):
         (torch.Size([2, 1, 16, 16]), torch.Size([2, 2, 1, 16, 16]), 0.4)
     """
     C = colors.shape[1]
-    stack = torch.cat([colors * alphas, alphas, colors], 1)               # (N, 2C+1, H, W)
-    b = blur(stack)                                                       # (N, 2, 2C+1, H, W)
+    b = blur_layers(colors, alphas, blur)                                 # (N, 2, 2C+1, H, W)
     bca, ba, bc = b.split([C, 1, C], dim=2)                               # (split: cheap backward)
     vis = visibility(ba)
     g = gain.reshape(1, 2, 1, 1, 1).to(colors.dtype)

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from dplab._validate import require_image, require_kernel, require_positive
 from dplab.xin.bias import PHI2, SIGMA2, bias_correction, check_constants, prior_eps
@@ -30,6 +31,9 @@ from dplab.xin.wiener import check_views, hypothesis_energy
 
 __all__ = ["periodic_blur", "energy_curve", "scene_expected_energy", "NoiseBiasTrials",
            "noise_bias_trials"]
+
+#: ``trials x H x W`` above which :func:`noise_bias_trials` shows a progress bar.
+PROGRESS_WORK = 5e7
 
 
 def _hypothesis_stack(k_left, k_right):
@@ -237,7 +241,7 @@ class NoiseBiasTrials(NamedTuple):
 
 
 def noise_bias_trials(k_left_true, k_right_true, k_left, k_right, noise_sigma, trials, *,
-                      generator, scene=None, size=None, phi2=PHI2, chunk=16):
+                      generator, scene=None, size=None, phi2=PHI2, chunk=16, progress=None):
     """Monte Carlo over noise of the defocus-hypothesis energy of a single plane (supp. C.2).
 
     Each trial renders the two views of one fronto-parallel plane with the true kernels
@@ -262,6 +266,9 @@ def noise_bias_trials(k_left_true, k_right_true, k_left, k_right, noise_sigma, t
         size: ``(H, W)`` or int of the prior scenes (required when ``scene`` is None).
         phi2: ``|Phi|^2`` for unit-sum views.
         chunk: trials evaluated together (memory bound only).
+        progress: show a tqdm progress bar over the trials; None (default): when
+            ``trials x H x W`` exceeds :data:`PROGRESS_WORK`. ``TQDM_DISABLE=1`` in the
+            environment silences it.
 
     Returns:
         :class:`NoiseBiasTrials` (float64).
@@ -305,6 +312,9 @@ def noise_bias_trials(k_left_true, k_right_true, k_left, k_right, noise_sigma, t
     if scene is not None:
         clean_l, clean_r = periodic_blur(scene.to(dev), tl), periodic_blur(scene.to(dev), tr)
     energies = []
+    bar = None
+    if (trials * H * W > PROGRESS_WORK) if progress is None else progress:
+        bar = tqdm(total=trials, desc="noise-bias trials", unit="trial")
     for start in range(0, trials, chunk):
         t = min(chunk, trials - start)
         if scene is None:
@@ -315,6 +325,10 @@ def noise_bias_trials(k_left_true, k_right_true, k_left, k_right, noise_sigma, t
         nl = torch.randn((t, 1, H, W), generator=generator, dtype=f64).to(dev)
         nr = torch.randn((t, 1, H, W), generator=generator, dtype=f64).to(dev)
         energies.append(energy_curve(cl + sigma * nl, cr + sigma * nr, kls, krs, sigma2, phi2))
+        if bar is not None:
+            bar.update(t)
+    if bar is not None:
+        bar.close()
     energy = torch.cat(energies)
     bias = bias_correction(kls, krs, sigma2, phi2, size=(H, W)).to(f64)
     return NoiseBiasTrials(energy, bias, energy.argmin(1), (energy - bias).argmin(1))

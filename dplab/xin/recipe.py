@@ -16,16 +16,20 @@ supplement B and D), so that chapters and benchmarks run the same code:
 * :func:`score`: PSNR / SSIM / MAE of the all-in-focus image and AIWE(1) / AIWE(2) /
   1 - |rho_s| of the defocus map (Garg et al. 2019 via :mod:`dplab.metrics.defocus`).
 
-Alignment before scoring (supplement D, "Quantitative Metrics"): the paper aligns the
-ground-truth all-in-focus image to each algorithm's output with an affine transform found by
-OpenCV on one scene per algorithm and crops an 8-pixel border. dplab uses the translation part
-only, found per image: the integer shift within ``+-6`` px (at full resolution; ``ceil(6 /
-downscale)`` after downsampling) that maximises PSNR, applied to the output, after cropping an
-8-px border (``ceil(8 / downscale)``) so that no shifted pixel comes from outside the image. The
-same rule is applied to every method and to the blurred input. Defocus maps are not shifted
-(the ambiguity the paper corrects, a transform of the kernels undone on the latent image,
-does not move the defocus map); they are scored on the same cropped window with the release's
-confidence (ground truth > 0, :func:`dplab.data.pixel4.defocus_confidence`).
+Scoring (Table 1, supplement D, :mod:`dplab.xin.protocol`): the paper aligns the ground-truth
+all-in-focus image to each algorithm's output with an affine transform found by OpenCV on one
+scene per algorithm and crops an 8-pixel border, and does not give the intensity units of its
+PSNR. :func:`score` and :func:`align_to_gt` use :data:`dplab.xin.protocol.TABLE1` unless told
+otherwise: estimate and ground truth divided by the maximum of the two views and clipped to
+[0, 1], the integer shift within ``+-6`` px (``ceil(6 / downscale)`` after downsampling) that
+best aligns the estimate, an 8-px border (``ceil(8 / downscale)``); with it dplab's
+full-resolution Wiener lands closest to the paper's Wiener row (the candidates side by side:
+``benchmarks/results/xin_table1/protocol.json``). The same rule is applied to every method and
+to the blurred input; ``protocol=`` and ``affine=`` select another :class:`~dplab.xin.protocol.Protocol`
+(e.g. the supplement's affine alignment, one map per method). Defocus maps are not shifted (the
+ambiguity the paper corrects, a transform of the kernels undone on the latent image, does not
+move the defocus map); they are scored on the same cropped window with the release's confidence
+(ground truth > 0, :func:`dplab.data.pixel4.defocus_confidence`).
 
 Synthetic check (:func:`synthetic_scene`): a three-plane scene rendered with Eq. 2 itself from
 a known MPI, so the all-in-focus image and the defocus map are known exactly.
@@ -51,10 +55,11 @@ from dplab.optics.psf import butterworth_dp
 from dplab.xin.mpi import MPIResult, optimize
 from dplab.xin.mpi_losses import LossWeights
 from dplab.xin.multiplane import MPI, render_mpi
+from dplab.xin.protocol import TABLE1, Protocol, prepare
 from dplab.xin.wiener import wiener_defocus
 
-__all__ = ["XinScene", "load_xin_scene", "blurred_input", "run_wiener", "run_mpi", "align_to_gt",
-           "score", "synthetic_scene", "save_results", "METRIC_KEYS", "PAPER_TABLE1"]
+__all__ = ["XinScene", "load_xin_scene", "blurred_input", "run_wiener", "run_mpi", "observation_stats",
+           "align_to_gt", "score", "synthetic_scene", "save_results", "METRIC_KEYS", "PAPER_TABLE1"]
 
 #: Keys :func:`score` returns (all-in-focus metrics, then defocus-map metrics).
 METRIC_KEYS = ("psnr", "ssim", "mae", "aiwe1", "aiwe2", "spearman_error")
@@ -67,8 +72,6 @@ PAPER_TABLE1 = {
                              "aiwe1": 0.156, "aiwe2": 0.197, "spearman_error": 0.665},
 }
 
-_FULL_SHIFT_PX = 6      # alignment search radius at full resolution
-_FULL_BORDER_PX = 8     # border cropped before scoring (supplement D)
 _FULL_WINDOW_PX = 31    # Wiener energy window at full resolution
 
 
@@ -109,6 +112,12 @@ class XinScene:
     @property
     def image_hw(self) -> tuple[int, int]:
         return tuple(self.left.shape[-2:])
+
+    @property
+    def blend_px(self) -> int:
+        """Cross-fade between kernel cells (:class:`dplab.xin.kernels.KernelGrid`): dplab's 8 px
+        at full resolution, scaled down with the image (at least 1 px, at most half a cell)."""
+        return max(1, min(round(8 / self.downscale), min(self.cell_hw) // 2))
 
     @property
     def view_gain(self) -> float:
@@ -234,12 +243,6 @@ def blurred_input(s: XinScene) -> torch.Tensor:
     return (s.left + s.right) / 2
 
 
-def _blend_px(s: XinScene) -> int:
-    """Cross-fade between kernel cells: dplab's 8 px at full resolution, scaled down with the
-    image (at least 1 px, at most half a cell)."""
-    return max(1, min(round(8 / s.downscale), min(s.cell_hw) // 2))
-
-
 def _scales(s: XinScene, n: int) -> torch.Tensor:
     return torch.linspace(float(s.settings["near"]), float(s.settings["far"]), n)
 
@@ -273,7 +276,7 @@ def run_wiener(s: XinScene, *, bias: bool = True, n_hypotheses: int = 16, window
         raise ValueError(f"n_hypotheses must be >= 2, got {n}")
     if window is None:
         window = max(3, 2 * round(_FULL_WINDOW_PX / s.downscale / 2 - 0.5) + 1)
-    kw.setdefault("blend_px", _blend_px(s))
+    kw.setdefault("blend_px", s.blend_px)
     out = wiener_defocus(s.left, s.right, s.k_left, s.k_right, _scales(s, n), window=window,
                          bias=bool(bias), cell_hw=s.cell_hw, origin=s.origin, **kw)
     return out.all_in_focus * s.view_gain, out.defocus
@@ -306,31 +309,44 @@ def run_mpi(s: XinScene, *, n_layers: int = 12, iterations: int = 10_000, device
     st = s.settings
     weights = kw.pop("weights", None) or LossWeights(intensity=st["intensity"], alpha=st["alpha"],
                                                      entropy=st["entropy"])
-    kw.setdefault("blend_px", _blend_px(s))
+    kw.setdefault("blend_px", s.blend_px)
     res = optimize(s.left, s.right, s.k_left.to(device), s.k_right.to(device), n_layers=n_layers,
                    iterations=iterations, scales=(st["near"], st["far"]), weights=weights,
                    bias=bool(bias), cell_hw=s.cell_hw, origin=s.origin, seed=seed, device=device, **kw)
     return (res.all_in_focus * s.view_gain).cpu(), res.defocus.cpu(), res
 
 
-def _window_px(s: XinScene) -> tuple[int, int]:
+def _window_px(s: XinScene, protocol: Protocol) -> tuple[int, int]:
     f = s.downscale
-    return math.ceil(_FULL_SHIFT_PX / f), math.ceil(_FULL_BORDER_PX / f)
+    return math.ceil(protocol.max_shift / f), math.ceil(protocol.border / f)
 
 
-def align_to_gt(s: XinScene, all_in_focus: torch.Tensor, *, max_shift: int | None = None,
-                border: int | None = None):
-    """Shift an all-in-focus estimate onto the ground truth (see the module docstring).
+def observation_stats(s: XinScene) -> tuple[float, float]:
+    """``(max, mean)`` over both views of the scene (the units of :mod:`dplab.xin.protocol`)."""
+    s = _check_scene(s)
+    obs = torch.cat([s.left, s.right])
+    return float(obs.max()), float(obs.mean())
+
+
+def align_to_gt(s: XinScene, all_in_focus: torch.Tensor, *, protocol: Protocol | None = None,
+                affine=None, max_shift: int | None = None, border: int | None = None):
+    """An estimate and the ground truth as Table 1 compares them (:func:`dplab.xin.protocol.prepare`).
 
     Args:
         s: the scene (with ``all_in_focus`` ground truth).
-        all_in_focus: ``(1, 1, H, W)`` estimate.
-        max_shift: search radius in pixels (default ``ceil(6 / downscale)``).
-        border: cropped border (default ``ceil(8 / downscale)``, at least ``max_shift``).
+        all_in_focus: ``(1, 1, H, W)`` estimate at one view's brightness.
+        protocol: the :class:`dplab.xin.protocol.Protocol` (default
+            :data:`dplab.xin.protocol.TABLE1`: both images divided by the views' maximum, the
+            ground truth warped onto the estimate by an affine map, an 8-px border cropped).
+        affine: ``(2, 3)`` map found on another scene for the same method (full-resolution
+            pixels), or None to fit it on this image.
+        max_shift: search radius in this image's pixels (default ``ceil(6 / downscale)``).
+        border: cropped border in this image's pixels (default ``ceil(8 / downscale)``).
 
     Returns:
-        ``(pred, gt, (dy, dx))``: the cropped, shifted estimate, the cropped ground truth and
-        the shift (``pred[y, x] = all_in_focus[y + dy, x + dx]``).
+        ``(pred, gt, (dy, dx))``: the cropped, aligned estimate and ground truth, float64, in
+        the protocol's units (clipped to [0, 1]), and the shift (for an affine map, its translation
+        rounded; ``pred[y, x] ~ gt[y - dy, x - dx]``).
 
     Raises:
         ValueError: no ground truth, wrong shape, border smaller than the shift.
@@ -341,53 +357,51 @@ def align_to_gt(s: XinScene, all_in_focus: torch.Tensor, *, max_shift: int | Non
     x = require_image("all_in_focus", all_in_focus).detach().cpu().float()
     if x.shape != s.all_in_focus.shape:
         raise ValueError(f"all_in_focus must have shape {tuple(s.all_in_focus.shape)}, got {tuple(x.shape)}")
-    m0, b0 = _window_px(s)
+    protocol = TABLE1 if protocol is None else protocol
+    m0, b0 = _window_px(s, protocol)
     m = m0 if max_shift is None else require_positive("max_shift", max_shift, allow_zero=True, integer=True)
     b = max(b0, m) if border is None else require_positive("border", border, allow_zero=True, integer=True)
     if b < m:
         raise ValueError(f"border ({b}) must be at least max_shift ({m})")
-    H, W = s.image_hw
-    if H - 2 * b < 8 or W - 2 * b < 8:
-        raise ValueError(f"image {H}x{W} is too small for a {b}-px border")
-    gt = s.all_in_focus[..., b:H - b, b:W - b].float()
-    best = None
-    for dy in range(-m, m + 1):
-        for dx in range(-m, m + 1):
-            p = x[..., b + dy:H - b + dy, b + dx:W - b + dx]
-            err = float((p - gt).square().mean())
-            if best is None or err < best[0]:
-                best = (err, dy, dx)
-    _, dy, dx = best
-    return x[..., b + dy:H - b + dy, b + dx:W - b + dx], gt, (dy, dx)
+    mx, mean = observation_stats(s)
+    p, g, info = prepare(x, s.all_in_focus, obs_max=mx, obs_mean=mean, protocol=protocol, affine=affine,
+                         downscale=s.downscale, max_shift=m, border=b)
+    return p, g, info["shift"]
 
 
 def score(s: XinScene, all_in_focus: torch.Tensor | None = None,
-          defocus: torch.Tensor | None = None, **align_kw) -> dict:
+          defocus: torch.Tensor | None = None, *, protocol: Protocol | None = None, affine=None,
+          **align_kw) -> dict:
     """Table 1 metrics of an estimate against the scene's ground truth.
 
     Args:
         s: the scene.
         all_in_focus: ``(1, 1, H, W)`` estimate at one view's brightness, or None.
         defocus: ``(1, 1, H, W)`` defocus map (any affine scale), or None.
+        protocol: :class:`dplab.xin.protocol.Protocol` of the image metrics (default
+            :data:`dplab.xin.protocol.TABLE1`).
+        affine: the method's ``(2, 3)`` alignment found on another scene (see
+            :func:`align_to_gt`), or None.
         **align_kw: ``max_shift`` / ``border`` of :func:`align_to_gt`.
 
     Returns:
-        dict with ``psnr``, ``ssim``, ``mae`` (all-in-focus, after :func:`align_to_gt`) and
-        ``aiwe1``, ``aiwe2``, ``spearman_error`` (defocus, same border, confidence = ground
-        truth > 0); keys of a missing input or missing ground truth are omitted.
+        dict with ``psnr``, ``ssim``, ``mae`` (all-in-focus, after :func:`align_to_gt`) and ``aiwe1``, ``aiwe2``, ``spearman_error`` (defocus,
+        not aligned, same border, confidence = ground truth > 0); keys of a missing input or
+        missing ground truth are omitted.
     """
     s = _check_scene(s)
+    protocol = TABLE1 if protocol is None else protocol
     out = {}
     if all_in_focus is not None and s.all_in_focus is not None:
-        p, g, _ = align_to_gt(s, all_in_focus, **align_kw)
-        out["psnr"] = float(psnr(p.clamp(0, 1), g))
-        out["ssim"] = float(ssim(p.clamp(0, 1), g))
-        out["mae"] = float(mae(p.clamp(0, 1), g))
+        p, g, _ = align_to_gt(s, all_in_focus, protocol=protocol, affine=affine, **align_kw)
+        out["psnr"] = float(psnr(p, g))
+        out["ssim"] = float(ssim(p, g))
+        out["mae"] = float(mae(p, g))
     if defocus is not None and s.defocus is not None:
         d = require_image("defocus", defocus).detach().cpu().double()
         if d.shape != s.defocus.shape:
             raise ValueError(f"defocus must have shape {tuple(s.defocus.shape)}, got {tuple(d.shape)}")
-        _, b = _window_px(s)
+        _, b = _window_px(s, protocol)
         b = max(b, int(align_kw.get("border") or 0))
         H, W = s.image_hw
         crop = (..., slice(b, H - b), slice(b, W - b))

@@ -2,18 +2,21 @@
 
 Numbers are re-derived here independently of dplab's scoring code: the ground truth is read
 straight from the release's PNGs with imageio and cropped / box-downsampled with numpy, PSNR
-(after the documented shift search and border crop) and AIWE(2) (a weighted least-squares
-affine fit) are recomputed in numpy from the arrays the notebook saved, the ablation means are
+(the chapter's protocol: both images divided by the views' maximum, which is checked against
+the raw left view, then the documented shift search and border crop) and AIWE(2) (a weighted
+least-squares affine fit) are recomputed in numpy from the arrays the notebook saved, the ablation means are
 recomputed from the saved defocus maps, and the synthetic scene's true planes are the closed
 form of its construction. The real-data checks run when the Pixel 4 release is under
 $DPLAB_DATA (as in CI); otherwise the chapter must say the data was missing.
 """
 
+import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 PAPER = {"Xin et al. (MPI)": [26.692, 0.804, 0.027, 0.047, 0.076, 0.178],
@@ -40,17 +43,31 @@ def _box(a, f):
     return a.reshape(h // f, f, w // f, f).mean(axis=(1, 3))
 
 
-def _psnr_aligned(pred, gt, f):
-    """Best PSNR over integer shifts |dy|, |dx| <= ceil(6/f) after a ceil(8/f) border crop."""
+def _psnr_aligned(pred, gt, f, obs_max):
+    """The Table 1 protocol of the chapter (dplab.xin.protocol.TABLE1), in numpy: both images
+    divided by the views' maximum and clipped to [0, 1], then the best PSNR over integer shifts
+    |dy|, |dx| <= ceil(6/f) after a ceil(8/f) border crop."""
     m, b = math.ceil(6 / f), max(math.ceil(8 / f), math.ceil(6 / f))
+    pred, gt = np.clip(pred / obs_max, 0, 1), np.clip(gt / obs_max, 0, 1)
     H, W = gt.shape
     g = gt[b:H - b, b:W - b]
     best = -1.0
     for dy in range(-m, m + 1):
         for dx in range(-m, m + 1):
-            p = np.clip(pred[b + dy:H - b + dy, b + dx:W - b + dx], 0, 1)
+            p = pred[b + dy:H - b + dy, b + dx:W - b + dx]
             best = max(best, 10 * math.log10(1.0 / np.mean((p - g) ** 2)))
     return best
+
+
+def _left_view_max(scene, crop, f):
+    """Maximum of the raw left view (black level 1024, 14 bits), central 1008x1344 field, crop, box."""
+    import imageio.v3 as iio
+
+    raw = iio.imread(FOLDER / f"{scene}_left.png").astype(np.float64)
+    v = np.clip(raw - 1024, 0, None) / (2 ** 14 - 1)
+    oy, ox = (v.shape[0] - 1008) // 2, (v.shape[1] - 1344) // 2
+    top, left, h, w = crop
+    return float(_box(v[oy + top:oy + top + h, ox + left:ox + left + w], f).max())
 
 
 def _aiwe2(pred, gt, f):
@@ -71,11 +88,14 @@ def _load(path):
 
 def _check_synthetic(metrics, results):
     truth, table = _load(results / "synthetic_truth.pt"), metrics["syn_table"]
+    # the synthetic views are blurred renderings of the truth at one view's brightness
+    obs_max = metrics["syn_obs_max"]
+    assert 0.5 * truth["all_in_focus"].max() < obs_max <= 1.01 * truth["all_in_focus"].max()
     # the construction: three planes at the near, middle and far scales (0.2, 0.8, 1.4)
     assert np.allclose(np.unique(np.round(truth["defocus"], 5)), [0.2, 0.8, 1.4])
     for k in ("input", "wiener", "mpi"):
         est = _load(results / f"synthetic_{k}.pt")
-        assert abs(_psnr_aligned(est["all_in_focus"], truth["all_in_focus"], 1) - table[k]["psnr"]) < 1e-3, k
+        assert abs(_psnr_aligned(est["all_in_focus"], truth["all_in_focus"], 1, obs_max) - table[k]["psnr"]) < 1e-3, k
         if k != "input":
             assert abs(_aiwe2(est["defocus"], truth["defocus"], 1) - table[k]["aiwe2"]) < 1e-4, k
     assert metrics["syn_shift_mpi"] == [0, 0]        # rendered without any shift
@@ -92,6 +112,9 @@ def _check_real(metrics, results):
     f = metrics["real_downscale"]
     assert metrics["real_hw"] == [h // f, w // f]
     for scene, rows in metrics["table"].items():
+        obs_max = metrics["obs_max"][scene]
+        left_max = _left_view_max(scene, (top, left, h, w), f)
+        assert left_max <= obs_max * (1 + 1e-6) and obs_max <= 1.5 * left_max, (left_max, obs_max)
         gt = iio.imread(FOLDER / "gt_all_in_focus_im" / f"{scene}_gt.png").astype(np.float64) / 65535
         gt = _box(gt[top:top + h, left:left + w], f)
         raw_d = iio.imread(FOLDER / "gt_defocus_map" / f"{scene}_gt.png").astype(np.float64) / 255
@@ -101,7 +124,7 @@ def _check_real(metrics, results):
         for k in ("input", "wiener", "mpi", "mpi_nob"):
             est = _load(results / f"{scene}_{k}.pt")
             assert est["all_in_focus"].shape == gt.shape
-            assert abs(_psnr_aligned(est["all_in_focus"], gt, f) - rows[k]["psnr"]) < 1e-3, (scene, k)
+            assert abs(_psnr_aligned(est["all_in_focus"], gt, f, obs_max) - rows[k]["psnr"]) < 1e-3, (scene, k)
             assert rows[k] == est["metrics"]
             if k != "input":
                 assert abs(_aiwe2(est["defocus"], gt_d, f) - rows[k]["aiwe2"]) < 1e-4, (scene, k)
@@ -125,8 +148,39 @@ def _check_real(metrics, results):
         assert [metrics["paper_table1"][name][k] for k in KEYS] == values
 
 
+def _check_protocol(metrics):
+    """The chapter's Table 1 protocol is the one its record says fits the paper's Wiener row."""
+    record = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "xin_table1" / "protocol.json"
+    assert metrics["protocol"] == "scale obs_max, shift alignment, 8-px border"
+    if not record.is_file():
+        assert metrics["protocol_wiener_table1"] == "n/a"
+        return
+    rec = json.loads(record.read_text())
+    assert rec["closest"] == rec["table1_protocol"] == "obs max, shift (TABLE1)"
+    for key, label in (("table1", "obs max, shift (TABLE1)"), ("affine", "obs max, affine"),
+                       ("own_max", "own max, shift"), ("raw", "raw, shift (dplab before issue 18)")):
+        assert metrics[f"protocol_wiener_{key}"] == rec["candidates"][label]["wiener"]["mean"], key
+    # the scale is what moves the numbers: raw units sit far above the paper's Wiener row
+    assert metrics["protocol_wiener_raw"]["psnr"] > metrics["protocol_wiener_table1"]["psnr"] + 5
+    # the prose's figures: the gap to the paper's Wiener row (typed in from Table 1 here, not
+    # read from dplab) and the 8-bit saving's loss, recomputed from the record
+    table1 = rec["candidates"]["obs max, shift (TABLE1)"]["wiener"]["mean"]
+    assert metrics["protocol_gap"] == pytest.approx([table1["psnr"] - 25.806, table1["ssim"] - 0.704], abs=1e-9)
+    assert abs(metrics["protocol_gap"][0]) < 1.5          # the issue's target is 0.5: not met, the chapter says so
+    affine16, affine8 = (rec["candidates"][k]["wiener"]["mean"]["psnr"] for k in ("obs max, affine", "obs max, affine, 8-bit"))
+    assert metrics["quantize8_drop_db"] == pytest.approx(affine16 - affine8, abs=1e-9)
+    raw_inputs = rec["candidates"]["raw, shift (dplab before issue 18)"]["input"]["per_scene"]
+    assert metrics["raw_input_best"] == max(v["psnr"] for v in raw_inputs.values())
+    # the full-resolution MPI estimate: seconds per iteration of the step record x 10,000
+    step = json.loads((record.parent / "mpi_step_side_by_side.json").read_text())
+    assert step["size"] == [1008, 1344] and step["layers"] == 12 and step["losses_equal"]
+    assert metrics["full_mpi_hours"] == pytest.approx(step["dplab_s"] * 10_000 / 3600)
+    assert metrics["full_scenes"] == 10
+
+
 def check(metrics, output_dir):
     results = Path(output_dir) / "results"
+    _check_protocol(metrics)
     assert metrics["iterations_used"] == 40 and metrics["n_layers_used"] == 4   # test profile
     _check_synthetic(metrics, results)
     if FOLDER is None:
