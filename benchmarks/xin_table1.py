@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
@@ -42,19 +41,14 @@ import torch
 
 from dplab._io import write_json_atomic
 from dplab.data import pixel4
+from dplab.eval.pixel4 import machine_info as _machine
+from dplab.eval.pixel4 import method_affine as _method_affine
 from dplab.xin import protocol as P
 from dplab.xin import recipe as rx
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("psnr", "ssim", "mae")
 PAPER_WIENER = rx.PAPER_TABLE1["Wiener deconvolution"]
-
-
-def _machine() -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "load_average": [round(v, 2) for v in load]}
 
 
 def _command() -> str:
@@ -94,15 +88,6 @@ def _mean(rows: dict) -> dict:
 
 def _distance(m: dict, paper: dict) -> float:
     return sum(abs(m[k] - paper[k]) / paper[k] for k in METRICS)
-
-
-def _method_affine(s: rx.XinScene, estimate, protocol: P.Protocol):
-    """The supplement's alignment: one affine map per method, found on this (the first) scene."""
-    if protocol.align != "affine":
-        return None
-    mx, mean = rx.observation_stats(s)
-    _, _, info = P.prepare(estimate, s.all_in_focus, obs_max=mx, obs_mean=mean, protocol=protocol)
-    return info["affine"]
 
 
 def cmd_protocols(args):

@@ -375,44 +375,44 @@ def score(s: XinScene, all_in_focus: torch.Tensor | None = None,
     """Table 1 metrics of an estimate against the scene's ground truth.
 
     Args:
-        s: the scene.
-        all_in_focus: ``(1, 1, H, W)`` estimate at one view's brightness, or None.
+        s: the scene. all_in_focus: ``(1, 1, H, W)`` estimate at one view's brightness, or None.
         defocus: ``(1, 1, H, W)`` defocus map (any affine scale), or None.
-        protocol: :class:`dplab.xin.protocol.Protocol` of the image metrics (default
-            :data:`dplab.xin.protocol.TABLE1`).
-        affine: the method's ``(2, 3)`` alignment found on another scene (see
-            :func:`align_to_gt`), or None.
+        protocol: :class:`dplab.xin.protocol.Protocol` of the image metrics (default :data:`TABLE1`).
+        affine: the method's ``(2, 3)`` alignment found on another scene (:func:`align_to_gt`), or None.
         **align_kw: ``max_shift`` / ``border`` of :func:`align_to_gt`.
 
-    Returns:
-        dict with ``psnr``, ``ssim``, ``mae`` (all-in-focus, after :func:`align_to_gt`) and ``aiwe1``, ``aiwe2``, ``spearman_error`` (defocus,
-        not aligned, same border, confidence = ground truth > 0); keys of a missing input or
-        missing ground truth are omitted.
+    Returns ``psnr``, ``ssim``, ``mae`` (all-in-focus, after :func:`align_to_gt`) and ``aiwe1``, ``aiwe2``,
+    ``spearman_error`` (defocus, not aligned, same border, confidence = ground truth > 0); keys of a missing
+    input or ground truth are omitted. Raises ValueError for bad shapes, under 2 confident defocus pixels, or a
+    scored window whose ground truth has no variance (AIWE 0 for any estimate, no rank correlation).
     """
     s = _check_scene(s)
-    protocol = TABLE1 if protocol is None else protocol
+    protocol, (H, W) = TABLE1 if protocol is None else protocol, s.image_hw
+
+    def varies(what: str, g: torch.Tensor, b: int) -> None:
+        lo, hi = float(g.min()), float(g.max())
+        if hi - lo <= 1e-6 * max(1.0, abs(lo), abs(hi)):
+            where = "the whole image" if s.crop is None else f"crop={tuple(s.crop)} at downscale {s.downscale}"
+            raise ValueError(f"scene {s.name!r}, window {where}, rows {b}:{H - b}, columns {b}:{W - b}: the ground-truth "
+                             f"{what} has no variance ({g.numel()} pixels, all {lo:.6g}), so its metrics rank nothing; "
+                             "score another or a larger crop of this scene (crop=None: the whole field) or another scene")
     out = {}
     if all_in_focus is not None and s.all_in_focus is not None:
         p, g, _ = align_to_gt(s, all_in_focus, protocol=protocol, affine=affine, **align_kw)
-        out["psnr"] = float(psnr(p, g))
-        out["ssim"] = float(ssim(p, g))
-        out["mae"] = float(mae(p, g))
+        varies("all-in-focus image", g, (H - g.shape[-2]) // 2)
+        out.update(psnr=float(psnr(p, g)), ssim=float(ssim(p, g)), mae=float(mae(p, g)))
     if defocus is not None and s.defocus is not None:
         d = require_image("defocus", defocus).detach().cpu().double()
         if d.shape != s.defocus.shape:
             raise ValueError(f"defocus must have shape {tuple(s.defocus.shape)}, got {tuple(d.shape)}")
-        _, b = _window_px(s, protocol)
-        b = max(b, int(align_kw.get("border") or 0))
-        H, W = s.image_hw
-        crop = (..., slice(b, H - b), slice(b, W - b))
-        gt = s.defocus[crop].double()
+        b = max(_window_px(s, protocol)[1], int(align_kw.get("border") or 0))
+        gt, d = s.defocus[..., b:H - b, b:W - b].double(), d[..., b:H - b, b:W - b]
         conf = pixel4.defocus_confidence(gt)
         if float(conf.sum()) < 2:
             raise ValueError(f"scene {s.name!r}: fewer than 2 confident ground-truth defocus pixels")
-        d = d[crop]
-        out["aiwe1"] = float(aiwe1(d, gt, conf))
-        out["aiwe2"] = float(aiwe2(d, gt, conf))
-        out["spearman_error"] = float(spearman_error(d, gt, conf))
+        varies("defocus map over its confident pixels (ground truth > 0)", gt[conf > 0], b)
+        out.update(aiwe1=float(aiwe1(d, gt, conf)), aiwe2=float(aiwe2(d, gt, conf)),
+                   spearman_error=float(spearman_error(d, gt, conf)))
     return out
 
 
