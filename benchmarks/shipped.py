@@ -31,12 +31,15 @@ from bench_common import machine_info  # noqa: E402
 from dplab._io import atomic_file  # noqa: E402
 from dplab.metrics.image import mae, psnr, ssim  # noqa: E402
 from dplab.models import count_parameters, list_pretrained, pretrained  # noqa: E402
+from dplab.models.shipped import DEFAULT_DATA, datasets_of  # noqa: E402
 from dplab.eval.heldout import heldout_config, heldout_samples  # noqa: E402
 from dplab.eval.zoo import NetworkMethod  # noqa: E402
 
 
 def run(images: int | None = None) -> list[dict]:
-    """One row per shipped network: its means, the blurred input's, gains and time per image."""
+    """One row per shipped network trained on the RDPD-style data (the phone's networks have their
+    own held-out set and the real captures: ``python -m dplab evaluate --pixel4``): its means,
+    the blurred input's, gains and time per image."""
     n = heldout_config().count if images is None else int(images)
     samples = heldout_samples(range(n))
 
@@ -55,7 +58,7 @@ def run(images: int | None = None) -> list[dict]:
 
     blurred = score(lambda b: b["combined"])
     rows = []
-    for name in list_pretrained():
+    for name in (n for n in list_pretrained() if datasets_of(n) == DEFAULT_DATA):
         net = pretrained(name)
         v = score(NetworkMethod(net))
         mean = {k: sum(x) / len(x) for k, x in v.items()}

@@ -9,6 +9,8 @@ written.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["add_parser", "run"]
 
 
@@ -52,6 +54,15 @@ def add_parser(sub) -> None:
                    help="most depth layers (default 500)")
     p.add_argument("--composite", choices=("alpha", "hard_mask"), default=d.composite,
                    help="layer compositing (default alpha)")
+    p.add_argument("--camera", choices=("rdpd", "pixel4"), default="rdpd",
+                   help="rdpd (default): RDPD's generator with the options above; pixel4: the Google "
+                        "Pixel 4 as Xin et al. calibrated it (its 6x8 grid of DP kernels, white-sheet "
+                        "noise, one gray channel; dplab.xin.phone_data), read from --data-dir; the "
+                        "RDPD options --psf, --no-distortion, --noise-sigma, --coc-gain, --max-layers, "
+                        "--composite and --sequences do not apply to it and are refused")
+    p.add_argument("--data-dir", default=None,
+                   help="with --camera pixel4: the data directory holding xin_pixel4_dp/calibration "
+                        "(default $DPLAB_DATA)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset made with other arguments, or write into a "
                         "non-empty folder")
@@ -68,7 +79,25 @@ def run(args) -> int:
                       frames=args.frames, psf=args.psf, distortion=not args.no_distortion,
                       noise_sigma=tuple(args.noise_sigma), coc_gain=args.coc_gain,
                       max_layers=args.max_layers, composite=args.composite)
-    result = synthesize(args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
+    renderer = None
+    if args.camera == "pixel4":
+        from dplab.xin.phone_data import PhoneConfig, PhoneRenderer
+
+        default = SynthConfig(count=cfg.count, seed=cfg.seed, size=cfg.size,
+                              split_fractions=cfg.split_fractions, frames=cfg.frames)
+        changed = [k for k in ("psf", "distortion", "noise_sigma", "coc_gain", "max_layers", "composite",
+                               "sequences") if getattr(cfg, k) != getattr(default, k)]
+        if changed:
+            raise ValueError(f"--camera pixel4 renders with the phone's calibrated kernels and noise: "
+                             f"drop the RDPD options {', '.join('--' + k.replace('_', '-') for k in changed)}")
+        if args.data_dir is not None and not Path(args.data_dir).is_dir():
+            raise FileNotFoundError(f"--data-dir {args.data_dir} does not exist; pass the folder that "
+                                    "holds xin_pixel4_dp/")
+        renderer = PhoneRenderer(PhoneConfig(size=cfg.size), cfg.seed, args.data_dir)
+    elif args.data_dir is not None:
+        raise ValueError("--data-dir is only read with --camera pixel4")
+    result = synthesize(args.out, cfg, overwrite=args.overwrite, progress=not args.quiet,
+                        renderer=renderer)
     print(f"synth: {result['written']} written, {result['skipped']} already complete, "
           f"in {args.out}")
     return 0

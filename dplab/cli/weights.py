@@ -143,9 +143,10 @@ def _export(run_dir: Path, path: Path) -> dict:
 def build_one(name: str, work: Path, weights_dir: Path, *, train: bool = True) -> dict:
     """Train (unless ``train=False``), export and score one shipped network; returns its card."""
     from dplab._io import atomic_file
-    from dplab.models.shipped import DATASETS, SHIPPED, pretrained, sha256_file, synth_argv, train_argv
+    from dplab.models.shipped import DATASETS, SHIPPED, datasets_of, pretrained, sha256_file, synth_argv, train_argv
 
-    data = {k: work / "data" / k for k in DATASETS}
+    train_set, heldout_set = datasets_of(name)
+    data = {"train": work / "data" / train_set, "heldout": work / "data" / heldout_set}
     run_dir = work / "runs" / name
     argv = train_argv(name, data["train"], run_dir)
     # The code that trained, kept across resumes; beside the run folder, which `train` must find
@@ -177,11 +178,11 @@ def build_one(name: str, work: Path, weights_dir: Path, *, train: bool = True) -
         "steps": exported["step"],
         "commands": {
             "make": f"make weights  (python -m dplab weights --only {name})",
-            "data_train": "python -m dplab " + " ".join(synth_argv("train", "DATA/train")),
-            "data_heldout": "python -m dplab " + " ".join(synth_argv("heldout", "DATA/heldout")),
-            "train": "python -m dplab " + " ".join(train_argv(name, "DATA/train", "RUN")),
+            "data_train": "python -m dplab " + " ".join(synth_argv(train_set, f"DATA/{train_set}")),
+            "data_heldout": "python -m dplab " + " ".join(synth_argv(heldout_set, f"DATA/{heldout_set}")),
+            "train": "python -m dplab " + " ".join(train_argv(name, f"DATA/{train_set}", "RUN")),
         },
-        "data": {"train": DATASETS["train"], "heldout": DATASETS["heldout"],
+        "data": {"train": DATASETS[train_set], "heldout": DATASETS[heldout_set],
                  "note": "seeds 0 (train) and 1000 (held-out): no held-out image was seen in training"},
         "train_wall_s": training_wall_s(run_dir / "log.csv"),
         "machine": _machine(),
@@ -235,7 +236,7 @@ def _parallel(names, args, work: Path, weights_dir: Path, started: float) -> int
 
 def run(args) -> int:
     """Handler of ``python -m dplab weights``; returns 0."""
-    from dplab.models.shipped import DATASETS, SHIPPED, WEIGHTS_DIR, synth_argv
+    from dplab.models.shipped import SHIPPED, WEIGHTS_DIR, datasets_of, synth_argv
 
     work = Path(args.work).expanduser().resolve()
     weights_dir = Path(args.weights_dir).expanduser().resolve() if args.weights_dir else WEIGHTS_DIR
@@ -243,7 +244,9 @@ def run(args) -> int:
     if args.jobs < 1:
         raise ValueError(f"--jobs must be a positive integer, got {args.jobs}")
     started = time.perf_counter()
-    for dataset in DATASETS if not args.skip_data else ():
+    # only the datasets the requested networks use (the phone's need the Pixel 4 calibration)
+    needed = dict.fromkeys(d for name in names for d in datasets_of(name))
+    for dataset in needed if not args.skip_data else ():
         _dplab([*synth_argv(dataset, work / "data" / dataset), "--quiet"])
     if args.data_only:
         return 0

@@ -15,20 +15,36 @@ from dplab.eval.zoo import NetworkMethod
 from dplab.metrics.image import psnr as psnr_fn, ssim as ssim_fn
 from dplab.models.shipped import DATASETS, pretrained
 from dplab.render.synth import SynthConfig, parse_size, render_sample
+from dplab.xin.phone_data import PhoneConfig, PhoneRenderer
 
 __all__ = ["heldout_config", "heldout_samples", "heldout_scores", "comparison"]
 
 
-def heldout_config():
-    """The :class:`dplab.render.synth.SynthConfig` of the held-out set (:data:`DATASETS`)."""
-    argv = DATASETS["heldout"]
-    args = dict(zip(argv[::2], argv[1::2]))
+def heldout_config(dataset: str = "heldout"):
+    """The :class:`dplab.render.synth.SynthConfig` of a held-out set of :data:`DATASETS`
+    (``"heldout"``: the RDPD-style set; ``"phone_heldout"``: the Pixel 4 set, whose camera
+    settings live in :class:`dplab.xin.phone_data.PhoneConfig`)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    argv = DATASETS[dataset]
     at = argv.index("--split-fractions") + 1
+    args = dict(zip(argv[:at - 1:2], argv[1:at - 1:2]))
+    args.update(zip(argv[at + 3::2], argv[at + 4::2]))
     return SynthConfig(count=int(args["--count"]), seed=int(args["--seed"]), size=parse_size(args["--size"]),
-                       coc_gain=float(args["--coc-gain"]), split_fractions=tuple(float(f) for f in argv[at:at + 3]))
+                       coc_gain=float(args.get("--coc-gain", 1.0)),
+                       split_fractions=tuple(float(f) for f in argv[at:at + 3]))
 
 
-def heldout_samples(indices) -> list[dict]:
+def _sample_source(dataset: str, data_dir):
+    """``index -> arrays`` of a held-out set: RDPD's renderer, or the phone's."""
+    cfg = heldout_config(dataset)
+    if "pixel4" in DATASETS[dataset]:
+        renderer = PhoneRenderer(PhoneConfig(size=cfg.size), cfg.seed, data_dir)
+        return cfg, lambda i: renderer.sample(i)[0]
+    return cfg, lambda i: render_sample(cfg, i)[0]
+
+
+def heldout_samples(indices, dataset: str = "heldout", *, data_dir=None) -> list[dict]:
     """Held-out images re-rendered in memory (no files needed), as the DPDD loader reads the
     written set: 16-bit values / 65535, views at half brightness, each a batch of one.
 
@@ -37,6 +53,9 @@ def heldout_samples(indices) -> list[dict]:
 
     Args:
         indices: held-out image indices (0 to 47), an int or an iterable.
+        dataset: which held-out set of :data:`DATASETS` (``"heldout"`` or ``"phone_heldout"``).
+        data_dir: data directory with the Pixel 4 calibration (the phone set only; default
+            ``$DPLAB_DATA``).
 
     Returns:
         A list of dicts with ``"combined"``, ``"left"``, ``"right"``, ``"sharp"`` as
@@ -47,7 +66,7 @@ def heldout_samples(indices) -> list[dict]:
         >>> tuple(s["combined"].shape), bool(torch.allclose(s["left"] + s["right"], s["combined"], atol=1e-4))
         ((1, 3, 192, 256), True)
     """
-    cfg = heldout_config()
+    cfg, render = _sample_source(dataset, data_dir)
     indices = [indices] if isinstance(indices, int) else list(indices)
     bad = [i for i in indices if not (isinstance(i, int) and 0 <= i < cfg.count)]
     if bad:
@@ -58,32 +77,33 @@ def heldout_samples(indices) -> list[dict]:
 
     samples = []
     for i in indices:
-        arrays, _ = render_sample(cfg, i)
+        arrays = render(i)
         samples.append({"combined": image(arrays["combined"]), "sharp": image(arrays["target"]),
                         "left": image(arrays["left"]) / 2, "right": image(arrays["right"]) / 2,
                         "defocus": torch.from_numpy(arrays["defocus"])[None, None]})
     return samples
 
 
-def heldout_scores(names, indices=None, *, weights_dir=None) -> dict:
+def heldout_scores(names, indices=None, *, weights_dir=None, dataset: str = "heldout", data_dir=None) -> dict:
     """Per-image PSNR and SSIM of shipped networks and of the blurred input on held-out images.
 
     Args:
         names: shipped network names.
         indices: held-out image indices (default all 48).
         weights_dir: folder of the weights and cards (default the shipped ones).
+        dataset, data_dir: the held-out set (see :func:`heldout_samples`).
 
     Returns:
         ``{"images": [indices], "<label>": {"psnr": [...], "ssim": [...]}}`` for
         ``"blurred input"`` and each name; outputs clipped to [0, 1] (the cards' protocol).
     """
     names = [names] if isinstance(names, str) else list(names)
-    indices = list(range(heldout_config().count)) if indices is None else list(indices)
+    indices = list(range(heldout_config(dataset).count)) if indices is None else list(indices)
     methods = {"blurred input": lambda b: b["combined"]}
     methods.update({n: NetworkMethod(pretrained(n, weights_dir=weights_dir)) for n in names})
     out = {"images": indices, **{k: {"psnr": [], "ssim": []} for k in methods}}
     with torch.no_grad():
-        for sample in heldout_samples(indices):
+        for sample in heldout_samples(indices, dataset, data_dir=data_dir):
             for label, method in methods.items():
                 y = method(sample).clamp(0, 1)
                 out[label]["psnr"].append(float(psnr_fn(y, sample["sharp"])[0]))

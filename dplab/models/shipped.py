@@ -44,7 +44,7 @@ import torch.nn as nn
 
 from dplab.models.registry import build
 
-__all__ = ["WEIGHTS_DIR", "SHIPPED", "DATASETS", "list_pretrained", "load_card", "pretrained",
+__all__ = ["WEIGHTS_DIR", "SHIPPED", "DATASETS", "DEFAULT_DATA", "datasets_of", "list_pretrained", "load_card", "pretrained",
            "sha256_file", "train_argv", "synth_argv"]
 
 #: Where the shipped ``<name>.pt`` files and ``<name>.json`` cards live (package data).
@@ -57,7 +57,16 @@ DATASETS: dict[str, list[str]] = {
               "--split-fractions", "0.9", "0.1", "0"],
     "heldout": ["--count", "48", "--seed", "1000", "--size", "192x256", "--coc-gain", "8",
                 "--split-fractions", "0", "0", "1"],
+    # The Google Pixel 4 as Xin et al. calibrated it (dplab.xin.phone_data): its 6x8 grid of DP
+    # kernels, white-sheet noise, one gray channel; needs the release's calibration ($DPLAB_DATA).
+    "phone_train": ["--camera", "pixel4", "--count", "720", "--seed", "0", "--size", "256x256",
+                    "--split-fractions", "0.9", "0.1", "0"],
+    "phone_heldout": ["--camera", "pixel4", "--count", "48", "--seed", "1000", "--size", "256x256",
+                      "--split-fractions", "0", "0", "1"],
 }
+
+#: The (training, held-out) datasets of a shipped network without a "data" entry.
+DEFAULT_DATA = ("train", "heldout")
 
 _COMMON = ["--patch", "64", "--batch-size", "8", "--schedule", "cosine", "--cache", "--seed", "0"]
 
@@ -94,6 +103,15 @@ SHIPPED: dict[str, dict] = {
         "train": ["--model", "mdp", "--recipe", "mdp_step2", "--width", "0.125",
                   "--option", "head=residual", "--lr", "5e-4", "--steps", "2500", *_COMMON],
     },
+    "dpdnet_pixel4": {
+        "about": "DPDNet for the Google Pixel 4: the dpdnet recipe on data rendered with the phone's calibrated "
+                 "DP kernels and noise (python -m dplab synth --camera pixel4), 128-px patches (its blur reaches "
+                 "40 px across)",
+        "data": ("phone_train", "phone_heldout"),
+        "train": ["--model", "dpdnet", "--recipe", "dpdnet", "--widths", "16", "32", "64", "64",
+                  "--option", "head=residual", "--lr", "1e-3", "--steps", "6000", "--patch", "128",
+                  "--batch-size", "4", "--schedule", "cosine", "--cache", "--seed", "0"],
+    },
     # Ablations: the headline comparison of a chapter, at the shipped networks' scale.
     "rdpd_mse": {
         "about": "ablation of rdpd: the same network and steps trained with MSE alone (no edge loss, "
@@ -122,6 +140,12 @@ def list_pretrained() -> list[str]:
     """
     return sorted(n for n in SHIPPED if (WEIGHTS_DIR / f"{n}.pt").is_file()
                   and (WEIGHTS_DIR / f"{n}.json").is_file())
+
+
+def datasets_of(name: str) -> tuple[str, str]:
+    """The (training, held-out) :data:`DATASETS` of shipped network ``name``."""
+    _check_name(name)
+    return tuple(SHIPPED[name].get("data", DEFAULT_DATA))
 
 
 def synth_argv(dataset: str, out) -> list[str]:

@@ -61,13 +61,16 @@ from dplab.optics.psf import PSF_BANK_PARAMS
 from dplab.render.layered import render_dp
 from dplab.render.scenes import random_scene
 
-__all__ = ["SynthConfig", "SPLITS", "MANIFEST_NAME", "synthesize", "render_sample", "parse_size"]
+__all__ = ["SynthConfig", "SPLITS", "MANIFEST_NAME", "synthesize", "render_sample", "parse_size",
+           "sample_generator", "png16_array"]
 
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "dplab_synth.json"
 FORMAT = "dplab-synth"
 VERSION = 1
 _PSFS = ("bank", "butterworth", "punnappurath")
+#: What a dataset drawn by another renderer takes from SynthConfig (see synthesize's renderer).
+_RENDERER_KEYS = ("count", "seed", "size", "split_fractions", "sequences")
 _NOISE_STEP = 0.005  # RDPD's grid 0.05, 0.055, ..., 0.5
 #: Memory one rendered image needs per pixel, with a margin (about 400 bytes measured at 1024 x 1536).
 _BYTES_PER_PIXEL = 1024
@@ -175,7 +178,8 @@ def _split_of(index: int, ranges) -> str:
     return next(s for s, (a, b) in ranges.items() if a <= index < b)
 
 
-def _generator(*key: int) -> torch.Generator:
+def sample_generator(*key: int) -> torch.Generator:
+    """The random source of one sample: a function of ``key`` only (e.g. ``(seed, 0, index)``)."""
     state = np.random.SeedSequence(list(key)).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
@@ -222,7 +226,7 @@ def render_sample(cfg: SynthConfig, index: int) -> tuple[dict, dict]:
         >>> arrays["left"].shape, arrays["defocus"].dtype, sorted(meta)[:2]
         ((16, 24, 3), dtype('float32'), ['camera', 'camera_set'])
     """
-    g = _generator(cfg.seed, 0, index)
+    g = sample_generator(cfg.seed, 0, index)
     scene = random_scene(cfg.size, g)
     image, depth = scene.render(0)
     params = _draw(cfg, g)
@@ -230,14 +234,15 @@ def render_sample(cfg: SynthConfig, index: int) -> tuple[dict, dict]:
     return _arrays(s, 0), {**params, "index": index, "num_layers": s.num_layers[0]}
 
 
-def _u16(x: torch.Tensor) -> np.ndarray:
+def png16_array(x: torch.Tensor) -> np.ndarray:
+    """``(C, H, W)`` in [0, 1] (clipped) -> ``(H, W, C)`` uint16 ``round(65535 x)``, as synth stores it."""
     a = x.detach().clamp(0, 1).mul(65535).round().to(torch.int32).cpu().numpy()
     return a.transpose(1, 2, 0).astype(np.uint16)
 
 
 def _arrays(s, b: int) -> dict:
-    return {"combined": _u16(s.combined[b]), "target": _u16(s.sharp[b]),
-            "left": _u16(2 * s.left[b]), "right": _u16(2 * s.right[b]),
+    return {"combined": png16_array(s.combined[b]), "target": png16_array(s.sharp[b]),
+            "left": png16_array(2 * s.left[b]), "right": png16_array(2 * s.right[b]),
             "defocus": s.coc_px[b, 0].detach().cpu().numpy().astype(np.float32)}
 
 
@@ -295,7 +300,7 @@ def _check_memory(cfg: SynthConfig) -> None:
                          f"image, more than this machine's {have / 2**30:.0f} GiB; choose a smaller --size")
 
 
-def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> bool:
+def _prepare(out: Path, cfg: SynthConfig, overwrite: bool, renderer=None) -> bool:
     """Check what ``out`` holds (called with the folder's lock held) and remove what an
     interrupted run of synth left half-written; whether ``out`` holds this dataset, complete."""
     manifest = out / MANIFEST_NAME
@@ -308,14 +313,15 @@ def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> bool:
                 old = json.loads(manifest.read_text())
             except (OSError, ValueError):
                 old = None
+        config = _config_json(cfg, renderer)
         same = (old is not None and old.get("format") == FORMAT
-                and old.get("config") == cfg.to_json())
+                and old.get("config") == config)
         complete = same and old.get("complete") is True
         if not same and not overwrite:
             if old is None:
                 raise FileExistsError(f"--out {out} is not empty and holds no {MANIFEST_NAME}; "
                                       "choose an empty folder or pass --overwrite")
-            diff = {k: (old.get("config", {}).get(k), v) for k, v in cfg.to_json().items()
+            diff = {k: (old.get("config", {}).get(k), v) for k, v in config.items()
                     if old.get("config", {}).get(k) != v}
             raise FileExistsError(f"--out {out} holds a dataset made with other arguments "
                                   f"(recorded vs now: {diff}); resume with the same arguments, "
@@ -331,8 +337,16 @@ def _prepare(out: Path, cfg: SynthConfig, overwrite: bool) -> bool:
     return complete
 
 
-def _manifest(cfg: SynthConfig, complete: bool) -> dict:
-    return {"format": FORMAT, "version": VERSION, "config": cfg.to_json(), "complete": complete,
+def _config_json(cfg: SynthConfig, renderer) -> dict:
+    """What a resumed run must match: the arguments and, with a renderer, its record (in place
+    of RDPD's options, which it does not use)."""
+    if renderer is None:
+        return cfg.to_json()
+    return {**{k: v for k, v in cfg.to_json().items() if k in _RENDERER_KEYS}, "renderer": renderer.config()}
+
+
+def _manifest(cfg: SynthConfig, complete: bool, renderer=None) -> dict:
+    return {"format": FORMAT, "version": VERSION, "config": _config_json(cfg, renderer), "complete": complete,
             "splits": {k: list(v) for k, v in
                        _split_ranges(cfg.count, cfg.split_fractions).items()},
             "sequence_splits": {k: list(v) for k, v in
@@ -340,7 +354,8 @@ def _manifest(cfg: SynthConfig, complete: bool) -> dict:
             "layout": _LAYOUT}
 
 
-def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool = True) -> dict:
+def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool = True,
+               renderer=None) -> dict:
     """Write (or finish writing) the dataset ``cfg`` to ``out``; see the module docstring.
 
     Args:
@@ -349,6 +364,12 @@ def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool
         overwrite: replace an existing dataset made with other arguments (or a non-empty
             folder without a manifest); only the entries synth writes are removed.
         progress: show a tqdm progress bar.
+        renderer: another generator of single-image samples in place of RDPD's (e.g.
+            :class:`dplab.xin.phone_data.PhoneRenderer`): an object with ``config() -> dict``
+            (recorded in the manifest; resuming requires the same) and ``sample(index) ->
+            (arrays, meta)`` as :func:`render_sample`. ``cfg`` then gives the count, seed,
+            size and splits; its PSF, distortion, noise and compositing are not used, and
+            sequences are refused.
 
     Returns:
         ``{"written": n, "skipped": m}`` counted in samples and frames.
@@ -370,18 +391,24 @@ def synthesize(out, cfg: SynthConfig, *, overwrite: bool = False, progress: bool
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     _check_memory(cfg)
+    if renderer is not None and cfg.sequences:
+        raise ValueError(f"sequences={cfg.sequences}: a renderer of single images writes no sequences; "
+                         "pass sequences=0")
+    if renderer is not None and list(renderer.config().get("size", cfg.size)) != list(cfg.size):
+        raise ValueError(f"the renderer draws {renderer.config()['size']} images but cfg.size is {cfg.size}; "
+                         "build both from the same size")
     with folder_lock(out, f"python -m dplab synth (seed {cfg.seed}, count {cfg.count})"):
-        complete = _prepare(out, cfg, overwrite)
-        return _write_all(out, cfg, progress, complete)
+        complete = _prepare(out, cfg, overwrite, renderer)
+        return _write_all(out, cfg, progress, complete, renderer)
 
 
-def _write_all(out: Path, cfg: SynthConfig, progress: bool, complete: bool) -> dict:
+def _write_all(out: Path, cfg: SynthConfig, progress: bool, complete: bool, renderer=None) -> dict:
     """Every sample and frame not complete yet, then the manifest marked complete (a complete
     dataset keeps its manifest as it is meanwhile: a reader, ``train`` say, may be using it)."""
     from tqdm.auto import tqdm
 
     if not complete:
-        write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=False))
+        write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=False, renderer=renderer))
     ranges = _split_ranges(cfg.count, cfg.split_fractions)
     seq_ranges = _split_ranges(cfg.sequences, cfg.split_fractions)
     width = max(5, len(str(max(cfg.count - 1, 0))))
@@ -395,7 +422,7 @@ def _write_all(out: Path, cfg: SynthConfig, progress: bool, complete: bool) -> d
             if all(p.is_file() for p in paths.values()) and meta_path.is_file():
                 skipped += 1
             else:
-                arrays, meta = render_sample(cfg, i)
+                arrays, meta = render_sample(cfg, i) if renderer is None else renderer.sample(i)
                 _write_sample(paths, arrays)
                 write_json_atomic(meta_path, {**meta, "id": name, "split": split})
                 written += 1
@@ -403,7 +430,7 @@ def _write_all(out: Path, cfg: SynthConfig, progress: bool, complete: bool) -> d
         for k in range(cfg.sequences):
             split, seq = _split_of(k, seq_ranges), f"seq_{k:03d}"
             root = out / "sequences"
-            g = _generator(cfg.seed, 1, k)
+            g = sample_generator(cfg.seed, 1, k)
             scene = random_scene(cfg.size, g, motion=True)
             params = _draw(cfg, g)
             meta_path = root / f"{split}_c" / "meta" / f"{seq}.json"
@@ -416,10 +443,10 @@ def _write_all(out: Path, cfg: SynthConfig, progress: bool, complete: bool) -> d
                     skipped += 1
                 else:
                     image, depth = scene.render(t)
-                    s = _render(cfg, image, depth, params, _generator(cfg.seed, 2, k, t))
+                    s = _render(cfg, image, depth, params, sample_generator(cfg.seed, 2, k, t))
                     _write_sample(paths, _arrays(s, 0))
                     written += 1
                 bar.update()
     if not complete or written:
-        write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=True))
+        write_json_atomic(out / MANIFEST_NAME, _manifest(cfg, complete=True, renderer=renderer))
     return {"written": written, "skipped": skipped}
