@@ -12,10 +12,11 @@ $DPLAB_DATA (as in CI); otherwise the chapter must say the data was missing.
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from harness import pixel4_folder
 import pytest
 import torch
 
@@ -24,15 +25,7 @@ PAPER = {"Xin et al. (MPI)": [26.692, 0.804, 0.027, 0.047, 0.076, 0.178],
 KEYS = ["psnr", "ssim", "mae", "aiwe1", "aiwe2", "spearman_error"]
 
 
-def _folder():
-    root = os.environ.get("DPLAB_DATA")
-    if not root:
-        return None
-    f = Path(root) / "xin_pixel4_dp"
-    return f if (f / "001_left.png").is_file() and (f / "calibration").is_dir() else None
-
-
-FOLDER = _folder()
+FOLDER = pixel4_folder()
 # data: inputs, Wiener maps, loss curve, MPI layers, images, errors, defocus maps, ablation,
 # synthetic images and defocus maps; no data: the two synthetic figures only.
 MIN_FIGURES = 10 if FOLDER is not None else 2
