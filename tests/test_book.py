@@ -84,6 +84,14 @@ def test_no_script_or_style_comes_from_the_network(built_book):
         assert (built_book / "_static" / vendored).is_file(), f"{vendored} missing from _static"
 
 
+def test_wide_tables_scroll_instead_of_being_cut(built_book):
+    """book/_ext/static/dplab.css reaches every page: tables scroll sideways, one line per cell."""
+    css = (built_book / "_static" / "dplab.css").read_text()
+    assert "overflow-x: auto" in css and "white-space: nowrap" in css
+    for page in _pages(built_book):
+        assert re.search(r'<link[^>]+href="[^"]*_static/dplab\.css', page.read_text()), f"{page.name} lacks dplab.css"
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

@@ -9,6 +9,7 @@
 3. Sphinx reads (and so myst-nb executes) documents in alphabetical order. The comparison
    chapter reuses the weights the network chapters saved, so documents are read in the
    order of ``_toc.yml`` instead (Sphinx's ``env-before-read-docs`` allows reordering).
+4. ``static/dplab.css``: wide tables scroll sideways instead of being cut off, one line per cell.
 """
 
 from pathlib import Path
@@ -74,4 +75,5 @@ def setup(app):
     app.connect("env-before-read-docs", _read_in_toc_order)
     app.connect("config-inited", _add_static_path)
     app.connect("html-page-context", _fix_scripts, priority=900)
+    app.add_css_file("dplab.css")
     return {"parallel_read_safe": True, "parallel_write_safe": True}
