@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 JB_FLAGS ?= -W -n --keep-going
 PYTEST_ARGS ?=
 
-.PHONY: venv test book bench lab vendor clean clean-cache clean-outputs weights
+.PHONY: venv test book bench gpu-check lab vendor clean clean-cache clean-outputs weights
 
 venv: $(STAMP)
 
@@ -51,6 +51,14 @@ book: $(STAMP) _build/.dplab-hash
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/suite.py --json benchmarks/results/ $(BENCH_ARGS)
+
+# Run first on any CUDA machine (one H100/H200, under 10 minutes): the CUDA tests, the suite on CUDA
+# (fp32, bf16), each network chapter in the full profile stopped at a time cap, the full-size MPI step;
+# records into benchmarks/results/ (see benchmarks/gpu_check.py). GPU_CHECK_ARGS, e.g. "--dry-run",
+# "--cpu-smoke" (the same plumbing on the CPU, tiny sizes) or "--results DIR --logs DIR".
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # One process per network, one thread each, two at a time (a 2-core machine): see README.
 # WEIGHTS_ARGS, e.g. "--only dpdnet mdp". The data and runs stay in _build/weights/.

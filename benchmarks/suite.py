@@ -1,29 +1,35 @@
-"""Every speed benchmark of dplab in one run: one Markdown table and a JSON record.
+"""Every speed benchmark of dplab in one run: Markdown tables and a JSON record.
 
-What it runs, on the CPU and on CUDA when present (``--devices``), each next to its reference
-measured in the same run (or, where none can be timed, the paper's figure, labelled "paper"):
+What it runs, on the CPU and on CUDA when present (``--devices``), each row next to a
+reference that the row names (``reference``) and classifies (``reference_kind``):
 
-| benchmark | reference |
-| --- | --- |
-| ``fft_conv2d`` at kernel sizes 7 to 61 (``fftconv.py``) | direct depthwise ``conv2d`` |
-| layered DP rendering, 100 layers, 1680x1120 (``render.py``) | the direct-convolution renderer (measured on a strip, MAC-extrapolated to the frame) |
-| MPI optimisation, s per Adam iteration, 1344x1008, 12 layers (``mpi.py``) | paper: 2 h / 10,000 iterations on a Titan RTX |
-| inference per 1680x1120 image of dpdnet, rdpd, drbnet, drbnet_dual, mdp, fp32 and AMP (``networks.py``) | fp32 for AMP; the paper's time for fp32 where published |
-| one Trainer step per network at its recipe's patch and batch, fp32 and AMP | fp32 for AMP |
+| benchmark | reference | kind |
+| --- | --- | --- |
+| layered DP rendering, 38 layers, 1680x1120, hard mask and alpha (``peer_render.py``) | the RDPD authors' generator procedure (whole-image blur per layer and view, mask, sum), numpy/scipy, same run | peer |
+| inference per 1680x1120 image of dpdnet, rdpd, drbnet, drbnet_dual, mdp, fp32 and AMP (``networks.py``) | the same network run as its authors' code runs it (fp32, NCHW, eager, ``torch.no_grad``), same run | peer |
+| ``fft_conv2d`` at kernel sizes 7 to 61 (``fftconv.py``) | direct depthwise ``conv2d`` | own slow path |
+| layered DP rendering, 100 layers, 1680x1120 (``render.py``) | the direct-convolution renderer (measured on a strip, MAC-extrapolated to the frame) | own slow path |
+| one Trainer step per network at its recipe's patch and batch, fp32 and AMP | fp32 for AMP | own slow path |
+| inference, fp32 (the same seconds as the peer row) | paper: RDPD Table 1 / MDP Table 1, GPUs of their time | paper |
+| MPI optimisation, s per Adam iteration, 1344x1008, 12 layers (``mpi.py``) | paper: 2 h / 10,000 iterations on a Titan RTX | paper |
 
 ``ratio`` is always ``reference_seconds / seconds`` of the same row (how many times faster).
-On the CPU the networks, the training steps and MPI run on a ``--cpu-scale`` fraction of
-height and width (training: one sample) and are scaled by pixel count (and batch); those
-rows are marked ``extrapolated`` (a ``*`` after the seconds in the table). AMP rows exist on
-CUDA only (dplab.training.trainer refuses AMP on the CPU). ``--quick`` shrinks everything (tiny images,
-narrow networks) into a smoke test of a few seconds whose numbers mean nothing.
+Headline ratios (the ``# headline`` lines) are peer ratios only; rows against dplab's own
+slower paths and against the papers' typed times are printed in tables of their own and
+recorded with their kind. On the CPU the networks, the training steps and MPI run on a
+``--cpu-scale`` fraction of height and width (training: one sample) and are scaled by pixel
+count (and batch); those rows are marked ``extrapolated`` (a ``*`` after the seconds in the
+table). AMP rows exist on CUDA only (dplab.training.trainer refuses AMP on the CPU).
+``--quick`` shrinks everything (tiny images, narrow networks) into a smoke test of a few
+seconds whose numbers mean nothing.
 
     .venv/bin/python benchmarks/suite.py [--quick] [--devices cpu,cuda] [--cpu-scale S]
-        [--json PATH] [--threads N] [--only render,mpi,...]
+        [--json PATH] [--threads N] [--only peer_render,render,mpi,...]
 
 ``--json DIR/`` (a folder, trailing slash or existing) writes ``DIR/<date>-<cpu|cuda>.json``.
 ``make bench`` runs it with ``--json benchmarks/results/``; the book's appendix
-(``book/performance.ipynb``) shows every file there.
+(``book/performance.ipynb``) shows every file there. Rows of the record are ordered by kind
+(peer, own slow path, paper, none), each kind in the order the suite ran them.
 """
 
 from __future__ import annotations
@@ -44,13 +50,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fftconv  # noqa: E402
 import mpi  # noqa: E402
 import networks  # noqa: E402
+import peer_render  # noqa: E402
 import render  # noqa: E402
-from bench_common import device_name, format_table, machine_info, parse_devices  # noqa: E402
+from bench_common import (by_kind, device_name, format_tables, machine_info, parse_devices,  # noqa: E402
+                          peer_headline)
 from dplab._io import atomic_file  # noqa: E402
 
 # mpi last: dplab.xin.mpi.optimize raises glibc's mmap threshold process-wide (reuse_memory),
 # so the process keeps its peak memory afterwards; nothing measured after it should see that.
-BENCHMARKS = ("fftconv", "render", "inference", "training", "mpi")
+BENCHMARKS = ("fftconv", "render", "peer_render", "inference", "training", "mpi")
 #: Narrow networks for --quick (the numbers of a smoke test mean nothing; the code paths are the same).
 QUICK_MODELS = {
     "dpdnet": {"widths": (8, 8, 8, 8)},
@@ -66,12 +74,14 @@ def settings(quick: bool, cpu_scale: float) -> dict:
     if quick:
         return {"fftconv": {"size": 64, "kernels": (7, 31), "repeats": 1},
                 "render": {"size": (96, 144), "layers": 8, "strip": 8, "repeats": 1},
+                "peer_render": {"size": (48, 72), "layers": 4, "repeats": 1},
                 "mpi": {"size": (96, 128), "layers": 2, "iterations": 2, "blend": 2},
                 "inference": {"size": (32, 48), "models": QUICK_MODELS},
                 "training": {"patch": 32, "batch": 2, "models": QUICK_MODELS},
                 "cpu_scale": 1.0}
     return {"fftconv": {"size": 512, "kernels": (7, 15, 31, 61), "repeats": 3},
             "render": {"size": (1120, 1680), "layers": 100, "strip": 40, "repeats": 2},
+            "peer_render": {"size": peer_render.FULL_SIZE, "layers": peer_render.FULL_LAYERS, "repeats": 1},
             "mpi": {"size": (1008, 1344), "layers": 12, "iterations": 3, "cuda_iterations": 30, "blend": 8},
             "inference": {"size": (1120, 1680), "models": {n: {} for n in networks.NETWORKS}},
             "training": {"patch": None, "batch": None, "models": {n: {} for n in networks.NETWORKS}},
@@ -87,6 +97,8 @@ def run_one(kind: str, device: torch.device, cfg: dict, data_dir) -> list[dict]:
     if kind == "render":
         return render.rows(device, c["size"], c["layers"], strip=c["strip"] if device.type == "cpu" else 20,
                            repeats=c["repeats"])
+    if kind == "peer_render":
+        return peer_render.rows(device, c["size"], c["layers"], repeats=c["repeats"])
     if kind == "mpi":
         iters = c.get("cuda_iterations", c["iterations"]) if device.type == "cuda" else c["iterations"]
         return mpi.rows(device, c["size"], c["layers"], iters, scale=scale, blend=c["blend"], data_dir=data_dir)
@@ -131,6 +143,7 @@ def run_suite(*, quick: bool = False, devices: str = "cpu,cuda", cpu_scale: floa
             for r in got:
                 print(f"[{time.perf_counter() - t0:7.1f} s] {r['device']:>4} {r['benchmark']} {r['dtype']}: "
                       f"{r['seconds']:.4g} s", file=log, flush=True)
+    rows = [r for group in by_kind(rows).values() for r in group]  # peer, own slow path, paper, none
     info = machine_info()
     return {
         "date": started.strftime("%Y-%m-%d"),
@@ -187,7 +200,10 @@ def main(argv=None) -> int:
           + (f", CPU scale {record['cpu_scale']:g} (* = extrapolated by pixel count)" if record["cpu_scale"] < 1 else ""))
     for s in record["skipped_devices"]:
         print(f"# skipped: {s}")
-    print(format_table(record["rows"]))
+    headline = peer_headline(record["rows"])
+    for line in headline or ["no peer row in this run (peer references: --only peer_render,inference)"]:
+        print(f"# headline: {line}")
+    print(format_tables(record["rows"]))
     for e in record["errors"]:
         print(f"# FAILED {e['device']} {e['benchmark']}: {e['error']}")
     if args.json:
