@@ -127,7 +127,8 @@ def _run_pixel4(args, device) -> int:
     model, source = _load(args, device)
     progress = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = score_network_pixel4(model, data_dir=args.data_dir, scenes=args.scenes, downscale=args.downscale,
-                                  device=device, tile=args.tile, progress=progress)
+                                  device=device, tile=args.tile, progress=progress,
+                                  name=args.pretrained or Path(args.checkpoint).name)
     h, w = result["image_hw"]
     print(f"{len(result['scenes'])} Pixel 4 scene(s) ({', '.join(result['scenes'])}) at {h}x{w}, {source}, "
           f"device {device}, {result['params']:,} parameters")
