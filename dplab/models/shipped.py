@@ -86,13 +86,13 @@ SHIPPED: dict[str, dict] = {
                  "multi-scale L1 (Eq. 6)",
         "train": ["--model", "drbnet", "--recipe", "drbnet_lfdof", "--width", "8",
                   "--option", "pyramid=residual", "--lr", "1e-3", "--grad-clip", "1.0",
-                  "--steps", "3000", *_COMMON],
+                  "--steps", "10000", *_COMMON],
     },
     "mdp": {
         "about": "MDP (WACV 2022), single-image input, width x0.125, residual heads, step-2 loss "
                  "(views and sharp image jointly)",
         "train": ["--model", "mdp", "--recipe", "mdp_step2", "--width", "0.125",
-                  "--option", "head=residual", "--lr", "5e-4", "--steps", "2500", *_COMMON],
+                  "--option", "head=residual", "--lr", "5e-4", "--steps", "10000", *_COMMON],
     },
     # Ablations: the headline comparison of a chapter, at the shipped networks' scale.
     "rdpd_mse": {
@@ -108,7 +108,7 @@ SHIPPED: dict[str, dict] = {
                  "only (MDP Table 3's single-task baseline, about the same weights), same steps",
         "ablation_of": "mdp",
         "train": ["--model", "mdp_single_task", "--recipe", "mdp_step2", "--width", "0.125",
-                  "--option", "head=residual", "--lr", "5e-4", "--steps", "2500", *_COMMON],
+                  "--option", "head=residual", "--lr", "5e-4", "--steps", "10000", *_COMMON],
     },
 }
 
