@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,3 +111,19 @@ class NotebookRunner:
                 error = exc
             self.runs[key] = NotebookRun(notebook, executed, output_dir, error)
         return self.runs[key]
+
+
+def table1_psnr(pred, gt, obs_max: float, downscale: int = 1) -> float:
+    """Xin et al.'s Table 1 PSNR as chapter 5 describes it, in numpy, for the checkers: both
+    images divided by the views' maximum and clipped to [0, 1], then the best PSNR over integer
+    shifts |dy|, |dx| <= ceil(6/f) after a ceil(8/f) border crop (f = ``downscale``)."""
+    m, b = math.ceil(6 / downscale), max(math.ceil(8 / downscale), math.ceil(6 / downscale))
+    pred, gt = np.clip(pred / obs_max, 0, 1), np.clip(gt / obs_max, 0, 1)
+    H, W = gt.shape
+    g = gt[b:H - b, b:W - b]
+    best = -1.0
+    for dy in range(-m, m + 1):
+        for dx in range(-m, m + 1):
+            p = pred[b + dy:H - b + dy, b + dx:W - b + dx]
+            best = max(best, 10 * math.log10(1.0 / np.mean((p - g) ** 2)))
+    return best

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import pixel4_folder
+from harness import pixel4_folder, table1_psnr
 import pytest
 import torch
 
@@ -34,22 +34,6 @@ MIN_FIGURES = 10 if FOLDER is not None else 2
 def _box(a, f):
     h, w = a.shape
     return a.reshape(h // f, f, w // f, f).mean(axis=(1, 3))
-
-
-def _psnr_aligned(pred, gt, f, obs_max):
-    """The Table 1 protocol of the chapter (dplab.xin.protocol.TABLE1), in numpy: both images
-    divided by the views' maximum and clipped to [0, 1], then the best PSNR over integer shifts
-    |dy|, |dx| <= ceil(6/f) after a ceil(8/f) border crop."""
-    m, b = math.ceil(6 / f), max(math.ceil(8 / f), math.ceil(6 / f))
-    pred, gt = np.clip(pred / obs_max, 0, 1), np.clip(gt / obs_max, 0, 1)
-    H, W = gt.shape
-    g = gt[b:H - b, b:W - b]
-    best = -1.0
-    for dy in range(-m, m + 1):
-        for dx in range(-m, m + 1):
-            p = pred[b + dy:H - b + dy, b + dx:W - b + dx]
-            best = max(best, 10 * math.log10(1.0 / np.mean((p - g) ** 2)))
-    return best
 
 
 def _left_view_max(scene, crop, f):
@@ -88,7 +72,7 @@ def _check_synthetic(metrics, results):
     assert np.allclose(np.unique(np.round(truth["defocus"], 5)), [0.2, 0.8, 1.4])
     for k in ("input", "wiener", "mpi"):
         est = _load(results / f"synthetic_{k}.pt")
-        assert abs(_psnr_aligned(est["all_in_focus"], truth["all_in_focus"], 1, obs_max) - table[k]["psnr"]) < 1e-3, k
+        assert abs(table1_psnr(est["all_in_focus"], truth["all_in_focus"], obs_max, 1) - table[k]["psnr"]) < 1e-3, k
         if k != "input":
             assert abs(_aiwe2(est["defocus"], truth["defocus"], 1) - table[k]["aiwe2"]) < 1e-4, k
     assert metrics["syn_shift_mpi"] == [0, 0]        # rendered without any shift
@@ -117,7 +101,7 @@ def _check_real(metrics, results):
         for k in ("input", "wiener", "mpi", "mpi_nob"):
             est = _load(results / f"{scene}_{k}.pt")
             assert est["all_in_focus"].shape == gt.shape
-            assert abs(_psnr_aligned(est["all_in_focus"], gt, f, obs_max) - rows[k]["psnr"]) < 1e-3, (scene, k)
+            assert abs(table1_psnr(est["all_in_focus"], gt, obs_max, f) - rows[k]["psnr"]) < 1e-3, (scene, k)
             assert rows[k] == est["metrics"]
             if k != "input":
                 assert abs(_aiwe2(est["defocus"], gt_d, f) - rows[k]["aiwe2"]) < 1e-4, (scene, k)

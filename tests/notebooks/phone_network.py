@@ -8,11 +8,10 @@ integer shift within 6 px after an 8-px border), the way Table 1's protocol is d
 chapter 5.
 """
 
-import math
 
 import numpy as np
 
-from harness import pixel4_folder
+from harness import pixel4_folder, table1_psnr
 
 FOLDER = pixel4_folder()
 CROP = (336, 448, 256, 384)          # the test profile's crop (top, left, h, w) of the 1008x1344 field
@@ -54,16 +53,7 @@ def _blurred_input_psnr():
     win = (slice(oy + top, oy + top + h), slice(ox + lft, ox + lft + w))
     L, R = left[win], (right * gain)[win]
     g = gt[top:top + h, lft:lft + w] / 65535             # the release's units (its maximum is the views')
-    scale = max(L.max(), R.max())
-    pred, g = np.clip((L + R) / 2 / scale, 0, 1), np.clip(g / scale, 0, 1)
-    b, s = 8, 6
-    ref = g[b:h - b, b:w - b]
-    best = -1.0
-    for dy in range(-s, s + 1):
-        for dx in range(-s, s + 1):
-            p = pred[b + dy:h - b + dy, b + dx:w - b + dx]
-            best = max(best, 10 * math.log10(1 / np.mean((p - ref) ** 2)))
-    return best
+    return table1_psnr((L + R) / 2, g, max(L.max(), R.max()))
 
 
 def check(metrics, output_dir):
