@@ -19,6 +19,7 @@ import torch
 
 from dplab.data.base import DatasetCorruptError
 from dplab.data.manifest import DatasetNotFoundError, dataset_dir
+from dplab.ops.box import box_mean
 
 __all__ = [
     "BLACK_LEVEL",
@@ -241,15 +242,6 @@ def load_kernel_grid(data_dir: Path | str | None = None, *, view_sum: float = 0.
     return left.reshape(GRID_SHAPE + left.shape[-2:]), right.reshape(GRID_SHAPE + right.shape[-2:])
 
 
-def _separable_box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean over a ``window x window`` square with zero padding counted in the mean ('SAME')."""
-    import torch.nn.functional as F
-
-    h = window // 2
-    x = F.avg_pool2d(x, (window, 1), stride=1, padding=(h, 0), count_include_pad=True)
-    return F.avg_pool2d(x, (1, window), stride=1, padding=(0, h), count_include_pad=True)
-
-
 def vignetting_gain(data_dir: Path | str | None = None, *, window: int = 101, crop: bool = True) -> torch.Tensor:
     """Per-pixel gain for the right view that matches its vignetting to the left view's.
 
@@ -278,7 +270,7 @@ def vignetting_gain(data_dir: Path | str | None = None, *, window: int = 101, cr
     wl = read_view(folder / "white_sheet_left.png").double()
     wr = read_view(folder / "white_sheet_right.png").double()
     ratio = wl / wr.clamp_min(1.0 / WHITE_LEVEL)
-    gain = _separable_box_mean(ratio, window).float()
+    gain = box_mean(ratio, window).float()
     return crop_central(gain) if crop else gain
 
 

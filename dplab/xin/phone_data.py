@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from dplab.data import pixel4
+from dplab.ops.box import box_mean
 from dplab.data.manifest import dataset_dir
 from dplab.render.scenes import random_scene
 from dplab.render.synth import png16_array, sample_generator
@@ -108,8 +109,7 @@ class NoiseModel:
 
 
 def _box(x: np.ndarray, window: int) -> np.ndarray:
-    t = torch.from_numpy(x)[None, None]
-    return F.avg_pool2d(F.pad(t, [window // 2] * 4, mode="replicate"), window, stride=1)[0, 0].numpy()
+    return box_mean(torch.from_numpy(x)[None, None], window, padding="replicate")[0, 0].numpy()
 
 
 def noise_from_flats(flats, *, window: int = 15, bins: int = 10, axis: int = 1) -> NoiseModel:
