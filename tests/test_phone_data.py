@@ -70,6 +70,14 @@ def test_bad_settings_are_refused():
         PhoneConfig(near_range=(0.1, 1.0), far_range=(0.5, 1.05))
     with pytest.raises(ValueError, match="window"):
         noise_from_flats([np.zeros((64, 64))], window=4)
+    with pytest.raises(TypeError, match="cfg must be a PhoneConfig"):
+        PhoneRenderer({"size": (64, 64)}, seed=0)
+    from dplab.eval.heldout import heldout_config
+    from dplab.models.shipped import datasets_of
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        heldout_config("nope")
+    with pytest.raises(ValueError, match="no shipped network"):
+        datasets_of("nope")
 
 
 def test_gain_matches_deblur_gray():
