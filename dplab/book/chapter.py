@@ -115,6 +115,18 @@ class Chapter:
 
             _glue(key, plain if display is None else display, display=False)
 
+    def glue_figure(self, key: str, fig) -> None:
+        """Glue the matplotlib figure ``fig`` under ``key`` without showing it, so that the
+        page can show it earlier (a chapter's "result first" section uses
+        ``{glue:figure} key``). A no-op outside a notebook kernel, like :meth:`record`."""
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"key must be an identifier-like string, got {key!r}")
+        if not hasattr(fig, "savefig"):
+            raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+        from myst_nb import glue as _glue
+
+        _glue(key, fig, display=False)
+
     @property
     def metrics_path(self) -> Path:
         """Where :meth:`finish` writes the record: ``output_dir/metrics.json``."""
