@@ -2,6 +2,8 @@
 #   make test   creates .venv if missing, installs, runs the whole test suite
 #   make book   creates .venv if missing, installs, executes every chapter (book profile)
 #               and builds the HTML book into _build/html
+#   make book-student  the same book for students, every solution removed (cells tagged
+#               `solution`, boxes with the class `solution`), into _build/student/html
 #   make weights retrains the shipped CPU networks from scratch (dplab/weights/, with cards);
 #               deterministic and resumable: run it again after an interruption
 #   make bench  runs every speed benchmark (CPU, and CUDA when present) and saves the JSON record
@@ -14,7 +16,7 @@ STAMP  := $(VENV)/.installed
 JB_FLAGS ?= -W -n --keep-going
 PYTEST_ARGS ?=
 
-.PHONY: venv test book bench gpu-check lab vendor clean clean-cache clean-outputs weights
+.PHONY: venv test book book-student bench gpu-check lab vendor clean clean-cache clean-outputs weights
 
 venv: $(STAMP)
 
@@ -38,7 +40,7 @@ _build/.dplab-hash: FORCE
 	 old=$$(cat $@ 2>/dev/null); \
 	 if [ "$$new" != "$$old" ]; then \
 	   echo "dplab, benchmark records or DPLAB_DATA changed: dropping the execution cache"; \
-	   rm -rf _build/.jupyter_cache _build/.doctrees; \
+	   rm -rf _build/.jupyter_cache _build/.doctrees _build/student/_build/.doctrees; \
 	   if [ -d book/outputs ]; then echo "note: chapters resume finished runs from book/outputs/ (trained with the" \
 	     "previous dplab); 'make clean-outputs' retrains them from scratch"; fi; \
 	   echo "$$new" > $@; fi
@@ -46,6 +48,14 @@ _build/.dplab-hash: FORCE
 book: $(STAMP) _build/.dplab-hash
 	TQDM_DISABLE=1 $(BIN)/jupyter-book build . $(JB_FLAGS)
 	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+# The student edition: the same sources and execution cache, built by jupyter-book under
+# _build/student/_build/ with DPLAB_EDITION=student, which book/_ext/dplab_student.py reads;
+# _build/student/html links to the HTML.
+book-student: $(STAMP) _build/.dplab-hash
+	DPLAB_EDITION=student TQDM_DISABLE=1 $(BIN)/jupyter-book build . $(JB_FLAGS) --path-output _build/student
+	@ln -sfn _build/html _build/student/html
+	@echo "Student edition: $(CURDIR)/_build/student/html/index.html"
 
 # BENCH_ARGS, e.g. "--devices cuda" or "--cpu-scale 0.5 --threads 2" (see benchmarks/suite.py --help).
 BENCH_ARGS ?=
@@ -89,7 +99,7 @@ vendor:
 
 # Sphinx re-reads (and so re-executes) only documents it thinks changed: drop its environment too.
 clean-cache:
-	rm -rf _build/.jupyter_cache _build/.doctrees _build/.dplab-hash
+	rm -rf _build/.jupyter_cache _build/.doctrees _build/.dplab-hash _build/student/_build/.doctrees
 
 # What the chapters trained and rendered (weights, synthetic sets); they resume from it.
 clean-outputs:

@@ -43,7 +43,8 @@ PROFILES = ("test", "book", "full")
 
 
 def toc_chapters(toc: Path = ROOT / "_toc.yml") -> list[str]:
-    """The notebook stems of ``_toc.yml`` in book order (markdown pages are left out)."""
+    """The notebooks of ``_toc.yml`` in book order, as paths relative to ``book/`` without
+    the suffix (``"thin_lens"``, ``"assignments/networks"``); markdown pages are left out."""
     toc = Path(toc)
     if not toc.is_file():
         raise FileNotFoundError(f"toc: {toc} does not exist; pass the book's _toc.yml")
@@ -53,7 +54,7 @@ def toc_chapters(toc: Path = ROOT / "_toc.yml") -> list[str]:
         for chapter in part.get("chapters", []):
             path = toc.parent / f"{chapter['file']}.ipynb"
             if path.is_file():
-                stems.append(Path(chapter["file"]).name)
+                stems.append(Path(chapter["file"]).relative_to("book").as_posix())
     return stems
 
 
@@ -111,7 +112,8 @@ def _commit() -> str | None:
 def time_chapters(chapters: list[str], profile: str, *, book_dir: Path = ROOT / "book",
                   data_dir: str | None = None, timeout_s: float | None = None, work: Path | None = None,
                   log=print) -> dict:
-    """Time ``chapters`` (stems under ``book_dir``) one after the other; returns the record."""
+    """Time ``chapters`` (paths under ``book_dir`` without ``.ipynb``) one after the other;
+    returns the record (each row's ``chapter`` is the name it was given)."""
     if not chapters:
         raise ValueError("chapters is empty: name at least one chapter")
     missing = [c for c in chapters if not (Path(book_dir) / f"{c}.ipynb").is_file()]
@@ -122,7 +124,8 @@ def time_chapters(chapters: list[str], profile: str, *, book_dir: Path = ROOT / 
         root = Path(work) if work is not None else Path(tmp)
         for stem in chapters:
             row = time_chapter(Path(book_dir) / f"{stem}.ipynb", profile, root, data_dir=data_dir, timeout_s=timeout_s)
-            log(f"{stem:20s} {profile:5s} {row['seconds']:9.1f} s  rc={row['returncode']}"
+            row["chapter"] = stem
+            log(f"{stem:28s} {profile:5s} {row['seconds']:9.1f} s  rc={row['returncode']}"
                 f"  load={row['load_average_1min']}")
             rows.append(row)
     return {

@@ -64,6 +64,7 @@ def test_toc_chapters_follow_the_book_order():
     stems = chapter_times.toc_chapters()
     assert stems[:3] == ["thin_lens", "dp_psf", "layered_rendering"]
     assert "intro" not in stems and "instructors" not in stems   # markdown pages are not timed
+    assert "assignments/networks" in stems                        # notebooks in sub-folders keep their folder
     assert len(stems) == len(set(stems))
 
 

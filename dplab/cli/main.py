@@ -10,7 +10,10 @@ setting ``handler``):
 * ``evaluate`` tabulates PSNR/SSIM/MAE/time/params of a checkpoint or a shipped network beside
   the blurred input (:mod:`dplab.cli.evaluate`);
 * ``weights`` retrains the shipped networks and writes their cards (:mod:`dplab.cli.weights`,
-  ``make weights``)::
+  ``make weights``);
+* ``grade`` runs an assignment notebook of the book headless and scores the answers it
+  recorded against independently computed references (:mod:`dplab.cli.grade`,
+  :mod:`dplab.eval.grading`)::
 
     python -m dplab synth --out data/synth --count 100 --seed 0 --size 512x768 \\
         --sequences 10 --frames 4
@@ -18,6 +21,7 @@ setting ``handler``):
         --steps 2000 --patch 256
     python -m dplab evaluate --checkpoint runs/dpdnet/checkpoints/last.pt --data data/synth
     python -m dplab evaluate --pretrained dpdnet --data data/synth
+    python -m dplab grade book/assignments/image_formation.ipynb --profile test
 
 Run ``python -m dplab COMMAND --help`` for every option. Exit status: 0 on success, 130 when
 interrupted (run the same command again to resume), and 2, with one line on stderr that names
@@ -25,6 +29,7 @@ the file or argument and says what to do, for every failure a user can meet and 
 
 * bad arguments (an unknown ``--device``, a ``--size`` whose image cannot fit in memory, ...);
 * a missing, empty, truncated or foreign checkpoint, or one of another network;
+* a missing notebook, or one that is not one of the book's assignments (``grade``);
 * a missing or damaged dataset, or training data other than the run's (``train``);
 * an output folder that is refused: not empty and not this command's, another run's
   settings, or in use by another run right now (the message names its pid);
@@ -81,8 +86,15 @@ def _add_weights(sub) -> None:
     add_parser(sub)
 
 
+def _add_grade(sub) -> None:
+    from dplab.cli.grade import add_parser
+
+    add_parser(sub)
+
+
 #: Sub-commands: name -> function(subparsers) that adds the sub-parser.
-COMMANDS = {"synth": _add_synth, "train": _add_train, "evaluate": _add_evaluate, "weights": _add_weights}
+COMMANDS = {"synth": _add_synth, "train": _add_train, "evaluate": _add_evaluate, "weights": _add_weights,
+            "grade": _add_grade}
 
 
 def build_parser() -> argparse.ArgumentParser:
