@@ -24,10 +24,11 @@ On CUDA dplab runs on the GPU and the peer on the CPU (it is a CPU program). :fu
 returns the figures as result rows (``reference_kind="peer"``) for ``benchmarks/suite.py``.
 
     .venv/bin/python benchmarks/peer_render.py [--size H W] [--layers N] [--full] [--repeats R]
-        [--threads T] [--device cpu|cuda] [--json PATH]
+        [--threads T] [--device cpu|cuda] [--json PATH] [--note TEXT]
 
-The default is a small size (280x420, 8 layers) that a busy machine can afford; ``--full`` is
-the issue's size (1120x1680 with 38 layers), for a quiet machine.
+The default is a small size (280x420, 8 layers); ``--full`` is the issue's size (1120x1680 with
+38 layers): the peer takes tens of seconds a run there on one core, dplab well under one.
+``--note`` adds a free-text remark to the record (e.g. what else ran on the machine).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -234,6 +236,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (scipy's FFT uses one)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where dplab runs")
     parser.add_argument("--json", default=None, help="write the record (rows, machine, load averages) here")
+    parser.add_argument("--note", default="", help="a remark for the record, e.g. what else ran on the machine")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.layers < 1 or min(args.size) < 32:
         parser.error("--threads, --repeats and --layers must be >= 1 and --size at least 32 32")
@@ -250,7 +253,8 @@ def main(argv=None) -> int:
     conditions = (f"{'measured under load' if busy else 'quiet machine'}: load average {load_start:.2f} at the "
                   f"start and {load_end:.2f} at the end on {cpus} CPUs"
                   + ("; other processes shared the cores, so the ratios are indicative only" if busy else ""))
-    print(f"# {started:%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, {args.threads} torch thread(s); {conditions}")
+    print(f"# {started:%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, {args.threads} torch thread(s); {conditions}"
+          + (f"; {args.note}" if args.note else ""))
     print(format_table(table))
     if args.json:
         from dplab._io import write_json_atomic
@@ -258,10 +262,10 @@ def main(argv=None) -> int:
         write_json_atomic(args.json, {
             "date": started.strftime("%Y-%m-%d"), "started_utc": started.isoformat(timespec="seconds"),
             "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/peer_render.py "
-                       + " ".join(sys.argv[1:] if argv is None else argv),
+                       + shlex.join(sys.argv[1:] if argv is None else argv),
             "size": list(size), "layers_requested": layers, "repeats": args.repeats, "tolerance": TOLERANCE,
             "under_load": busy, "conditions": conditions, "load_average_start": load_start,
-            "load_average_end": load_end, **machine_info(), "rows": table})
+            "load_average_end": load_end, "note": args.note, **machine_info(), "rows": table})
         print(f"# record written to {args.json}")
     return 0
 

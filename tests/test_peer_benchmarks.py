@@ -59,6 +59,25 @@ def test_peer_equals_render_views_hard_mask():
     assert np.abs(pl - pr).max() > 1e-2
 
 
+def test_peer_equals_render_views_hard_mask_on_the_benchmark_scene():
+    """The timed scene (a slanted floor of full-width layers, a box and a disc): render_views
+    takes the frame's shared x pass there; its output is still the peer's."""
+    from dplab.render import engine
+
+    img, cq, image, labels, kernels = peer_render.scene_inputs((200, 300), 20)
+    halves = [k[0].shape[-1] // 2 for k in kernels]
+    layer_of, boxes = engine._layer_pieces(*engine._row_extents(torch.from_numpy(labels), len(kernels)),
+                                           halves, 300)
+    chunks = engine.plan_chunks(boxes, [halves[i] for i in layer_of], (200, 300), 3, "hard_mask", 2**29,
+                                layers=layer_of)
+    plans = engine._windows(chunks, boxes, (200, 300), True, False)
+    assert 1 in engine._frame_passes(plans, (200, 300), 3, max(halves))
+    left, right, _ = render_views(img, cq, composite="hard_mask", max_layers=20)
+    pl, pr = peer_render.rdpd_generator_views(image, labels, kernels)
+    for ours, peer in ((left, pl), (right, pr)):
+        assert np.abs(ours[0].numpy() - peer).max() <= peer_render.TOLERANCE
+
+
 def test_peer_point_source_and_flat_image_closed_forms():
     rng = np.random.default_rng(0)
     k_left = rng.random((5, 5)).astype(np.float32)  # asymmetric: orientation matters
@@ -110,8 +129,10 @@ def test_peer_render_rows_are_like_for_like():
 
 def test_peer_render_script_writes_a_record_with_the_load(tmp_path):
     path = tmp_path / "peer.json"
-    assert peer_render.main(["--size", "48", "64", "--layers", "3", "--repeats", "1", "--json", str(path)]) == 0
+    argv = ["--size", "48", "64", "--layers", "3", "--repeats", "1", "--json", str(path), "--note", "two jobs ran"]
+    assert peer_render.main(argv) == 0
     rec = json.loads(path.read_text())
+    assert rec["note"] == "two jobs ran" and rec["command"].endswith("--note 'two jobs ran'")
     assert rec["size"] == [48, 64] and len(rec["rows"]) == 2 and rec["tolerance"] == peer_render.TOLERANCE
     assert f"{rec['load_average_start']:.2f}" in rec["conditions"]
     assert rec["conditions"].startswith("measured under load" if rec["under_load"] else "quiet machine")

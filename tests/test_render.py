@@ -221,6 +221,91 @@ def test_matches_a_naive_full_frame_reference(mode, normalize):
         assert torch.allclose(right.double(), ref_r, atol=2e-6)
 
 
+def _pieces_scene():
+    """Ten layers that take every path of the engine (asserted in the test below)."""
+    H, W = 256, 192
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    coc = 7.0 - ((yy // 4 + xx // 4) % 2)[None, None]   # a far background of two layers
+    coc[..., :6, :] = 3.0                                # a stripe along the top border ...
+    coc[..., 9:110, 150:170] = 3.0                       # ... a tall block of the same layer below it
+    coc[..., 200:216, 20:60] = 3.0                       # ... a block far below
+    coc[..., 248:, 180:] = 3.0                           # ... and the bottom-right corner
+    coc[..., 60:63, :] = -9.0                            # a thin stripe, a wide kernel
+    for i, c in enumerate((-3.0, -4.0, -5.0, -6.0)):     # a floor: full-width stripes
+        coc[..., 120 + 12 * i:132 + 12 * i, :] = c
+    coc[..., 20:40, 10:50] = 0.0                         # in focus
+    coc[0, 0][(yy - 90) ** 2 + (xx - 40) ** 2 < 15 ** 2] = -2.0   # a disc in front
+    return _rand(1, 3, H, W, seed=12), coc
+
+
+def test_the_engine_paths_of_the_pieces_scene():
+    """The scene of the next tests cuts a layer into pieces (one at the top border, one close
+    below it, so that their blurs overlap and each one's input window holds the other's pixels,
+    one in the bottom-right corner) and uses the support-sized FFT length in alpha mode: the
+    comparisons below cover those paths."""
+    from dplab.render import engine
+
+    _, coc = _pieces_scene()
+    levels, labels = quantize_coc(coc[0, 0])
+    halves = [k[0].shape[-1] // 2 for k in layer_psfs(levels)]
+    first, last = engine._row_extents(labels, len(halves))
+    layer_of, boxes = engine._layer_pieces(first, last, halves, 192)
+    split = [i for i in set(layer_of) if layer_of.count(i) > 1]
+    assert [float(levels[i]) for i in split] == [3.0]
+    assert [b for i, b in zip(layer_of, boxes) if i in split] == [[0, 6, 0, 192], [9, 110, 150, 170],
+                                                                 [200, 256, 20, 192]]
+    # every pixel of every layer lies in exactly one of its pieces (counted two ways)
+    for i in range(len(halves)):
+        inside = sum(int((labels[y0:y1, x0:x1] == i).sum())
+                     for j, (y0, y1, x0, x1) in zip(layer_of, boxes) if j == i)
+        assert inside == int((labels == i).sum())
+    plan = lambda mode: engine._windows(  # noqa: E731
+        engine.plan_chunks(boxes, [halves[i] for i in layer_of], (256, 192), 3, mode, 2**29, layers=layer_of),
+        boxes, (256, 192), True, mode == "alpha")
+    assert any(c.half and ya[1] < ya[2] for c, ya, _ in plan("alpha"))  # support + 2r < window
+    assert any(c.last - c.first > 1 for c, _, _ in plan("alpha"))  # and a chunk of several layers
+
+
+@pytest.mark.parametrize("mode,normalize", [("alpha", True), ("alpha", False), ("hard_mask", True)])
+def test_pieces_shared_rows_and_support_windows_match_the_naive_reference(mode, normalize):
+    img, coc = _pieces_scene()
+    ref_l, ref_r = _naive(img, coc, butterworth_dp, mode, normalize)
+    for backend, chunk_mb in (("fft", 512.0), ("fft", 0.05), ("direct", 512.0)):
+        left, right, _ = render_views(img, coc, composite=mode, normalize=normalize,
+                                      backend=backend, chunk_mb=chunk_mb)
+        assert float((left.double() - ref_l).abs().max()) <= 2e-6, backend
+        assert float((right.double() - ref_r).abs().max()) <= 2e-6, backend
+    assert float((ref_l - ref_r).abs().max()) > 0.05  # two different views
+
+
+@pytest.mark.parametrize("reuse", [0, 1, 2])
+def test_hard_mask_from_the_frames_passes_matches_the_naive_reference(monkeypatch, reuse):
+    """Every blurred window from its own passes (0), from the frame's x pass (1) or from the
+    frame's 2-D spectrum (2), whatever the cost model would pick."""
+    from dplab.render import engine
+
+    monkeypatch.setattr(engine, "_frame_passes", lambda plans, *_: [reuse if c.half else 0 for c, _, _ in plans])
+    img, coc = _pieces_scene()
+    ref_l, ref_r = _naive(img, coc, butterworth_dp, "hard_mask")
+    left, right, _ = render_views(img, coc, composite="hard_mask")
+    assert float((left.double() - ref_l).abs().max()) <= 2e-6
+    assert float((right.double() - ref_r).abs().max()) <= 2e-6
+
+
+def test_label_boxes_match_a_brute_force_search():
+    from dplab.render.engine import label_boxes
+
+    labels = torch.randint(0, 5, (13, 17), generator=torch.Generator().manual_seed(3))
+    labels[labels == 3] = 2  # label 3 absent
+    labels[0, 16] = 4
+    got = label_boxes(labels, 6).tolist()
+    for i in range(6):
+        ys, xs = torch.nonzero(labels == i, as_tuple=True)
+        expected = ([int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1]
+                    if ys.numel() else [13, 0, 17, 0])
+        assert got[i] == expected, i
+
+
 def test_batch_equals_samples_rendered_one_by_one():
     img = _rand(2, 3, 24, 24, seed=6)
     coc = torch.stack([torch.full((1, 24, 24), 3.0), 6 * _rand(1, 24, 24, seed=7) - 3])
