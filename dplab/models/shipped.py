@@ -101,7 +101,8 @@ SHIPPED: dict[str, dict] = {
         "about": "MDP (WACV 2022), single-image input, width x0.125, residual heads, step-2 loss "
                  "(views and sharp image jointly)",
         "train": ["--model", "mdp", "--recipe", "mdp_step2", "--width", "0.125",
-                  "--option", "head=residual", "--lr", "5e-4", "--steps", "10000", *_COMMON],
+                  "--option", "head=residual", "--lr", "1e-3", "--grad-clip", "1.0",
+                  "--steps", "10000", *_COMMON],
     },
     "dpdnet_pixel4": {
         "about": "DPDNet for the Google Pixel 4: the dpdnet recipe on data rendered with the phone's calibrated "
@@ -126,7 +127,8 @@ SHIPPED: dict[str, dict] = {
                  "only (MDP Table 3's single-task baseline, about the same weights), same steps",
         "ablation_of": "mdp",
         "train": ["--model", "mdp_single_task", "--recipe", "mdp_step2", "--width", "0.125",
-                  "--option", "head=residual", "--lr", "5e-4", "--steps", "10000", *_COMMON],
+                  "--option", "head=residual", "--lr", "1e-3", "--grad-clip", "1.0",
+                  "--steps", "10000", *_COMMON],
     },
 }
 
