@@ -78,8 +78,9 @@ weights: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m dplab weights --data-only
 	OMP_NUM_THREADS=1 $(BIN)/python -m dplab weights --jobs $(WEIGHTS_JOBS) $(WEIGHTS_ARGS)
 
+# JupyterLab refuses to start as root without --allow-root (containers, CI machines).
 lab: $(STAMP)
-	$(BIN)/jupyter lab book/
+	$(BIN)/jupyter lab book/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # Refresh the vendored JavaScript from the npm registry (versions in book/_vendor/VERSIONS.md).
 MATHJAX_VERSION      := 3.2.2

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import machine_info  # noqa: E402
 
-__all__ = ["PROFILES", "toc_chapters", "time_chapter", "time_chapters", "main"]
+__all__ = ["PROFILES", "toc_chapters", "time_chapter", "time_chapters", "merge_records", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("test", "book", "full")
@@ -98,7 +98,8 @@ def time_chapter(notebook: Path, profile: str, output_root: Path, *, data_dir: s
         except subprocess.TimeoutExpired:
             rc, timed_out = None, True
     return {"chapter": stem, "profile": profile, "seconds": round(time.perf_counter() - t0, 2),
-            "returncode": rc, "timed_out": timed_out, "load_average_1min": load}
+            "returncode": rc, "timed_out": timed_out, "load_average_1min": load,
+            "date": dt.datetime.now().isoformat(timespec="seconds"), "dplab_commit": _commit()}
 
 
 def _commit() -> str | None:
@@ -140,6 +141,19 @@ def time_chapters(chapters: list[str], profile: str, *, book_dir: Path = ROOT / 
     }
 
 
+def merge_records(old: dict, new: dict) -> dict:
+    """``new``'s rows replace ``old``'s rows of the same chapters; the others are kept (each
+    row carries its own date and commit). The merged record lists the chapters in ``old``'s
+    order, then any new ones, and its total is recomputed."""
+    if old.get("profile") != new.get("profile"):
+        raise ValueError(f"cannot merge a {new.get('profile')!r} record into a {old.get('profile')!r} one")
+    fresh = {r["chapter"]: r for r in new["rows"]}
+    rows = [fresh.pop(r["chapter"], r) for r in old["rows"]] + list(fresh.values())
+    merged = dict(new, rows=rows, total_seconds=round(sum(r["seconds"] for r in rows), 1))
+    merged["updated_from"] = old.get("date")
+    return merged
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, choices=PROFILES)
@@ -148,7 +162,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per chapter")
     parser.add_argument("--record-dir", default=str(ROOT / "benchmarks" / "results" / "chapter_times"))
     parser.add_argument("--work", default=None, help="keep the output notebooks and logs here (default: a temp folder)")
+    parser.add_argument("--update", action="store_true",
+                        help="re-time only --chapters and keep the other rows of the profile's record")
     args = parser.parse_args(argv)
+    if args.update and not args.chapters:
+        print("chapter_times: --update needs --chapters (the chapters to re-time)", file=sys.stderr)
+        return 2
     chapters = args.chapters or toc_chapters()
     try:
         record = time_chapters(chapters, args.profile, data_dir=args.data_dir, timeout_s=args.timeout,
@@ -160,6 +179,8 @@ def main(argv=None) -> int:
     out = Path(args.record_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.profile}.json"
+    if args.update and path.is_file():
+        record = merge_records(json.loads(path.read_text()), record)
     path.write_text(json.dumps(record, indent=1) + "\n")
     failed = [r["chapter"] for r in record["rows"] if r["returncode"] != 0]
     print(f"{len(record['rows'])} chapters, {record['total_seconds']:.0f} s in all -> {path}"

@@ -81,3 +81,14 @@ def test_refusals(tmp_path):
     with pytest.raises(FileNotFoundError, match="toc"):
         chapter_times.toc_chapters(tmp_path / "_toc.yml")
     assert chapter_times.main(["--profile", "test", "--chapters", "nope", "--record-dir", str(tmp_path)]) == 2
+    assert chapter_times.main(["--profile", "test", "--update", "--record-dir", str(tmp_path)]) == 2
+
+
+def test_an_update_replaces_only_the_chapters_it_re_timed():
+    old = {"profile": "book", "date": "d0", "rows": [{"chapter": "a", "seconds": 10.0}, {"chapter": "b", "seconds": 20.0}]}
+    new = {"profile": "book", "date": "d1", "rows": [{"chapter": "b", "seconds": 5.0}, {"chapter": "c", "seconds": 1.0}]}
+    merged = chapter_times.merge_records(old, new)
+    assert [(r["chapter"], r["seconds"]) for r in merged["rows"]] == [("a", 10.0), ("b", 5.0), ("c", 1.0)]
+    assert merged["total_seconds"] == 16.0 and merged["updated_from"] == "d0"
+    with pytest.raises(ValueError, match="merge"):
+        chapter_times.merge_records(old, dict(new, profile="test"))
