@@ -6,6 +6,12 @@ import torch
 
 from harness import NotebookRunner
 
+# The chapter checkers (tests/notebooks/<stem>.py) are loaded by path under unique names
+# (tests/test_notebooks.py). Collected as doctest modules they would be imported under their
+# bare names, and a checker called like a benchmark module (networks, mdp, drbnet) would then
+# shadow `import networks` in the benchmark tests.
+collect_ignore_glob = ["notebooks/*.py"]
+
 
 @pytest.fixture(scope="session")
 def notebook_runner(tmp_path_factory) -> NotebookRunner:
