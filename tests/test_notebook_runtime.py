@@ -49,6 +49,26 @@ def test_nan_metrics_and_bad_keys_are_refused(tmp_path):
         ch.record("not an id", 1.0, glue=False)
 
 
+def test_glue_figure_refuses_bad_keys_and_non_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ch = Chapter("demo", profile="test", output_dir=tmp_path)
+    fig = plt.figure()
+    try:
+        with pytest.raises(ValueError, match="key must be an identifier"):
+            ch.glue_figure("result figure", fig)
+        with pytest.raises(ValueError, match="key must be an identifier"):
+            ch.glue_figure(3, fig)
+        with pytest.raises(TypeError, match="fig must be a matplotlib Figure, got ndarray"):
+            ch.glue_figure("result", __import__("numpy").zeros((4, 4)))
+        ch.glue_figure("result", fig)            # outside a kernel: accepted, nothing shown
+    finally:
+        plt.close(fig)
+
+
 def test_atomic_write_keeps_the_old_file_when_serialisation_fails(tmp_path):
     path = write_json_atomic(tmp_path / "m.json", {"a": 1})
     with pytest.raises(TypeError):
