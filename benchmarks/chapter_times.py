@@ -35,6 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import machine_info  # noqa: E402
+from dplab._provenance import git_commit  # noqa: E402
 
 __all__ = ["PROFILES", "toc_chapters", "time_chapter", "time_chapters", "merge_records", "main"]
 
@@ -99,15 +100,7 @@ def time_chapter(notebook: Path, profile: str, output_root: Path, *, data_dir: s
             rc, timed_out = None, True
     return {"chapter": stem, "profile": profile, "seconds": round(time.perf_counter() - t0, 2),
             "returncode": rc, "timed_out": timed_out, "load_average_1min": load,
-            "date": dt.datetime.now().isoformat(timespec="seconds"), "dplab_commit": _commit()}
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+            "date": dt.datetime.now().isoformat(timespec="seconds"), "dplab_commit": git_commit(short=True)}
 
 
 def time_chapters(chapters: list[str], profile: str, *, book_dir: Path = ROOT / "book",
@@ -133,7 +126,7 @@ def time_chapters(chapters: list[str], profile: str, *, book_dir: Path = ROOT / 
         "kind": "chapter_times",
         "profile": profile,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "dplab_commit": _commit(),
+        "dplab_commit": git_commit(short=True),
         "data_dir_set": bool(data_dir or os.environ.get("DPLAB_DATA")),
         "machine": machine_info(),
         "total_seconds": round(sum(r["seconds"] for r in rows), 1),

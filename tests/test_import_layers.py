@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "book": {"base", "ops", "metrics", "data", "optics", "render", "xin", "models", "training", "eval"},
 }
 #: top-level modules (``dplab/<name>.py``) that form the base layer.
-BASE_MODULES = {"dplab", "dplab._validate", "dplab._io", "dplab.__main__"}
+BASE_MODULES = {"dplab", "dplab._validate", "dplab._io", "dplab._provenance", "dplab.__main__"}
 
 
 def module_name(path: Path) -> str:

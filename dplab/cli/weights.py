@@ -27,6 +27,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from dplab._provenance import git_commit
+
 __all__ = ["add_parser", "run", "build_one", "score_heldout", "CHECK_IMAGES", "training_wall_s"]
 
 #: Held-out images the tests re-render and re-score (the first ones of the held-out set).
@@ -74,15 +76,7 @@ def _dplab(argv: list[str]) -> None:
 
 
 def _commit() -> str:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dplab"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" (with uncommitted changes in dplab/)" if dirty else "")
+    return git_commit() or "unknown (not a git checkout)"
 
 
 def _machine() -> dict:
